@@ -1,0 +1,317 @@
+"""Record types shared by every part of the endpoint, and pure decoders of kernel records.
+
+Nothing here does I/O: the capture sources hand raw bytes to the decoders, the collector enriches
+the decoded records into :class:`SocketEvent` rows, and the store writes those rows.
+
+The binary layouts below mirror ``extension/bpf/netflow.h``; ``tests/test_events.py`` builds records
+byte by byte and checks the decoders, so a change on one side without the other fails a test.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import struct
+from dataclasses import dataclass
+
+AF_INET = 2
+AF_INET6 = 10
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+
+PROTOCOL_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp"}
+FAMILY_NUMBERS = {AF_INET: 4, AF_INET6: 6}
+
+
+class Activity(enum.StrEnum):
+    """What a row records. Documented in docs/endpoint.md ("Activity").
+
+    Raw rows carry exactly one of these; a flow row carries the most significant activity of its
+    window, in the order of ``ACTIVITY_RANK`` (highest first).
+    """
+
+    CONNECT_FAILED = "connect_failed"  # an outbound TCP connect that never reached ESTABLISHED
+    CONNECT = "connect"  # this host opened a connection (TCP) or sent the first datagram (UDP)
+    ACCEPT = "accept"  # a peer opened a connection to this host (TCP) or sent the first datagram (UDP)
+    LISTEN = "listen"  # a TCP socket started listening
+    DATA = "data"  # payload bytes moved on a connection or UDP peer pair
+    CLOSE = "close"  # the connection was closed
+
+
+# Higher wins when a flow window holds several activities. Kept in sync with flows_aggregate.sql.
+ACTIVITY_RANK: dict[Activity, int] = {
+    Activity.CONNECT_FAILED: 6,
+    Activity.CONNECT: 5,
+    Activity.ACCEPT: 4,
+    Activity.LISTEN: 3,
+    Activity.DATA: 2,
+    Activity.CLOSE: 1,
+}
+
+
+class Direction(enum.StrEnum):
+    OUTBOUND = "outbound"  # this host initiated
+    INBOUND = "inbound"  # the peer initiated
+    UNKNOWN = "unknown"
+
+
+class DecodeError(ValueError):
+    """A kernel record that cannot be decoded (truncated, unknown family or protocol)."""
+
+
+def format_address(family: int, raw: bytes) -> str:
+    """Canonical text form of a 16-byte kernel address; v4-mapped IPv6 addresses are shown as v4."""
+    if family == AF_INET:
+        return str(ipaddress.IPv4Address(raw[:4]))
+    if family == AF_INET6:
+        address = ipaddress.IPv6Address(raw[:16])
+        mapped = address.ipv4_mapped
+        return str(mapped) if mapped is not None else str(address)
+    raise DecodeError(f"unknown address family {family}")
+
+
+def effective_family(family: int, raw: bytes) -> int:
+    """4 or 6 as shown to users: a v4-mapped IPv6 peer is reported as family 4."""
+    if family == AF_INET6 and raw[:12] == b"\x00" * 10 + b"\xff\xff":
+        return 4
+    return FAMILY_NUMBERS[family]
+
+
+def _decode_comm(raw: bytes) -> str:
+    return raw.split(b"\x00", 1)[0].decode("utf-8", "replace")
+
+
+# --- flow counters (the BPF LRU hash map) --------------------------------------------------------
+
+# struct flow_key { u32 tgid; u32 uid; u16 family; u8 protocol; u8 pad; u16 lport; u16 rport;
+#                   u8 laddr[16]; u8 raddr[16]; char comm[16]; }
+FLOW_KEY = struct.Struct("<IIHBxHH16s16s16s")
+# struct flow_value { u64 bytes_sent, bytes_received, sends, receives, first_ns, last_ns,
+#                     first_send_ns, first_recv_ns; }
+FLOW_VALUE = struct.Struct("<8Q")
+
+
+@dataclass(frozen=True, slots=True)
+class FlowKey:
+    pid: int
+    uid: int
+    comm: str
+    protocol: str  # "tcp" | "udp"
+    family: int  # kernel address family of the socket (AF_INET / AF_INET6)
+    local_address: str
+    local_port: int
+    remote_address: str
+    remote_port: int
+    shown_family: int  # 4 or 6 as reported (v4-mapped peers are 4)
+
+
+@dataclass(frozen=True, slots=True)
+class FlowCounters:
+    bytes_sent: int
+    bytes_received: int
+    sends: int
+    receives: int
+    first_ns: int  # CLOCK_MONOTONIC (bpf_ktime_get_ns) of the first and last call
+    last_ns: int
+    first_send_ns: int  # 0 when nothing was sent
+    first_recv_ns: int  # 0 when nothing was received
+
+
+def decode_flow_key(raw: bytes) -> FlowKey:
+    if len(raw) < FLOW_KEY.size:
+        raise DecodeError(f"flow key of {len(raw)} bytes, expected {FLOW_KEY.size}")
+    tgid, uid, family, proto, lport, rport, laddr, raddr, comm = FLOW_KEY.unpack_from(raw)
+    if family not in FAMILY_NUMBERS:
+        raise DecodeError(f"flow key with unknown address family {family}")
+    if proto not in PROTOCOL_NAMES:
+        raise DecodeError(f"flow key with unknown protocol {proto}")
+    return FlowKey(
+        pid=tgid,
+        uid=uid,
+        comm=_decode_comm(comm),
+        protocol=PROTOCOL_NAMES[proto],
+        family=family,
+        local_address=format_address(family, laddr),
+        local_port=lport,
+        remote_address=format_address(family, raddr),
+        remote_port=rport,
+        shown_family=effective_family(family, raddr if any(raddr) else laddr),
+    )
+
+
+def decode_flow_value(raw: bytes) -> FlowCounters:
+    if len(raw) < FLOW_VALUE.size:
+        raise DecodeError(f"flow value of {len(raw)} bytes, expected {FLOW_VALUE.size}")
+    return FlowCounters(*FLOW_VALUE.unpack_from(raw))
+
+
+# --- lifecycle and process records (the BPF ring buffer) -----------------------------------------
+
+RECORD_SOCK_STATE = 1
+RECORD_PROCESS = 2
+
+# struct record_header { u32 kind; u32 size; }
+RECORD_HEADER = struct.Struct("<II")
+# struct sock_state_record { header; u64 ts_ns; u64 cookie; u32 tgid; u32 uid; u16 family;
+#   u8 protocol; u8 pad; i32 oldstate; i32 newstate; u16 lport; u16 rport; u8 laddr[16];
+#   u8 raddr[16]; char comm[16]; }
+SOCK_STATE = struct.Struct("<IIQQIIHBxiiHH16s16s16s")
+# struct process_record { header; u64 ts_ns; u64 start_ns; u32 tgid; u32 ppid; u32 uid; u32 dev;
+#   u64 ino; i64 mtime_sec; u64 size; char comm[16]; u16 depth; char names[PATH_DEPTH][NAME_LEN]; }
+PATH_DEPTH = 12
+NAME_LEN = 64
+PROCESS = struct.Struct(f"<IIQQIIIIQqQ16sH6x{PATH_DEPTH * NAME_LEN}s")
+
+# TCP states (include/net/tcp_states.h)
+TCP_ESTABLISHED = 1
+TCP_SYN_SENT = 2
+TCP_SYN_RECV = 3
+TCP_FIN_WAIT1 = 4
+TCP_FIN_WAIT2 = 5
+TCP_TIME_WAIT = 6
+TCP_CLOSE = 7
+TCP_CLOSE_WAIT = 8
+TCP_LAST_ACK = 9
+TCP_LISTEN = 10
+TCP_CLOSING = 11
+TCP_NEW_SYN_RECV = 12
+
+
+@dataclass(frozen=True, slots=True)
+class SockStateRecord:
+    ts_ns: int
+    cookie: int  # identifies the socket for the life of the capture (kernel socket cookie)
+    pid: int  # current task: the owner only when the transition runs in process context
+    uid: int
+    comm: str
+    protocol: str
+    family: int
+    oldstate: int
+    newstate: int
+    local_address: str
+    local_port: int
+    remote_address: str
+    remote_port: int
+    shown_family: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessRecord:
+    """Sent by the kernel the first time a process is seen on the network, while it still runs."""
+
+    ts_ns: int
+    start_ns: int  # task start time, CLOCK_BOOTTIME ns: pid plus start time survives pid reuse
+    pid: int
+    ppid: int
+    uid: int
+    comm: str
+    exe_dev: int
+    exe_ino: int
+    exe_mtime: int
+    exe_size: int
+    exe_path: str  # rebuilt from dentries in the kernel; relative to the mount it lives on
+
+
+Record = SockStateRecord | ProcessRecord
+
+
+def _decode_path(depth: int, names: bytes) -> str:
+    parts = []
+    for index in range(min(depth, PATH_DEPTH)):
+        chunk = names[index * NAME_LEN : (index + 1) * NAME_LEN]
+        name = _decode_comm(chunk)
+        if name and name != "/":
+            parts.append(name)
+    # the kernel walks from the file up to the root: reverse to read from the root down
+    return "/" + "/".join(reversed(parts)) if parts else ""
+
+
+def decode_record(raw: bytes) -> Record:
+    """Decode one ring-buffer record; raises DecodeError for anything malformed."""
+    if len(raw) < RECORD_HEADER.size:
+        raise DecodeError(f"ring-buffer record of {len(raw)} bytes is shorter than its header")
+    kind, size = RECORD_HEADER.unpack_from(raw)
+    if size != len(raw):
+        raise DecodeError(f"ring-buffer record says {size} bytes but {len(raw)} arrived")
+    if kind == RECORD_SOCK_STATE:
+        if len(raw) < SOCK_STATE.size:
+            raise DecodeError(f"socket state record of {len(raw)} bytes, expected {SOCK_STATE.size}")
+        (_, _, ts, cookie, tgid, uid, family, proto, old, new, lport, rport, laddr, raddr, comm) = (
+            SOCK_STATE.unpack_from(raw)
+        )
+        if family not in FAMILY_NUMBERS:
+            raise DecodeError(f"socket state record with unknown address family {family}")
+        if proto not in PROTOCOL_NAMES:
+            raise DecodeError(f"socket state record with unknown protocol {proto}")
+        return SockStateRecord(
+            ts_ns=ts,
+            cookie=cookie,
+            pid=tgid,
+            uid=uid,
+            comm=_decode_comm(comm),
+            protocol=PROTOCOL_NAMES[proto],
+            family=family,
+            oldstate=old,
+            newstate=new,
+            local_address=format_address(family, laddr),
+            local_port=lport,
+            remote_address=format_address(family, raddr),
+            remote_port=rport,
+            shown_family=effective_family(family, raddr if any(raddr) else laddr),
+        )
+    if kind == RECORD_PROCESS:
+        if len(raw) < PROCESS.size:
+            raise DecodeError(f"process record of {len(raw)} bytes, expected {PROCESS.size}")
+        (_, _, ts, start, tgid, ppid, uid, dev, ino, mtime, size_, comm, depth, names) = (
+            PROCESS.unpack_from(raw)
+        )
+        return ProcessRecord(
+            ts_ns=ts,
+            start_ns=start,
+            pid=tgid,
+            ppid=ppid,
+            uid=uid,
+            comm=_decode_comm(comm),
+            exe_dev=dev,
+            exe_ino=ino,
+            exe_mtime=mtime,
+            exe_size=size_,
+            exe_path=_decode_path(depth, names),
+        )
+    raise DecodeError(f"ring-buffer record of unknown kind {kind}")
+
+
+# --- enriched rows, as stored ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SocketEvent:
+    """One row of the raw ``socket_events`` table (see sql/endpoint/schema.sql for each column)."""
+
+    time: int  # epoch seconds of the traffic (last call) or of the lifecycle event
+    activity: Activity
+    pid: int
+    process_name: str
+    protocol: str
+    family: int  # 4 or 6
+    local_address: str
+    local_port: int
+    remote_address: str
+    remote_port: int
+    uid: int = 0
+    username: str = ""
+    process_path: str = ""
+    process_sha256: str = ""
+    process_start_time: int = 0  # epoch seconds
+    parent_pid: int = 0
+    cmdline: str = ""
+    direction: Direction = Direction.UNKNOWN
+    local_hostname: str = ""
+    remote_hostname: str = ""
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    sends: int = 0
+    receives: int = 0
+    first_seen: float = 0.0  # epoch seconds with sub-second precision
+    last_seen: float = 0.0
+    community_id: str = ""
