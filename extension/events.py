@@ -262,8 +262,8 @@ def decode_record(raw: bytes) -> Record:
     if kind == RECORD_PROCESS:
         if len(raw) < PROCESS.size:
             raise DecodeError(f"process record of {len(raw)} bytes, expected {PROCESS.size}")
-        (_, _, ts, start, tgid, ppid, uid, dev, ino, mtime, size_, comm, depth, names) = (
-            PROCESS.unpack_from(raw)
+        (_, _, ts, start, tgid, ppid, uid, dev, ino, mtime, size_, comm, depth, names) = PROCESS.unpack_from(
+            raw
         )
         return ProcessRecord(
             ts_ns=ts,

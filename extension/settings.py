@@ -138,9 +138,8 @@ def load(
     if path is not None:
         for key, raw in _read_config_file(path).items():
             if key not in _FIELDS:
-                raise SettingsError(
-                    f"config file {path}: unknown setting '{key}'; known settings: {', '.join(sorted(_FIELDS))}"
-                )
+                known = ", ".join(sorted(_FIELDS))
+                raise SettingsError(f"config file {path}: unknown setting '{key}'; known settings: {known}")
             values[key] = _convert(key, raw)
     for key in _FIELDS:
         env_name = ENV_PREFIX + key.upper()

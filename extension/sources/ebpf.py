@@ -25,7 +25,7 @@ from extension.events import (
     decode_record,
 )
 from extension.sources.base import CaptureError, Drain, RecordHandler, SourceStats
-from extension.sources.libbpf import SAMPLE_FN, BpfCallError, BpfObject, Libbpf
+from extension.sources.libbpf import SAMPLE_FN, BpfCallError, BpfObject, get_libbpf
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,8 @@ class EbpfSource:
         hook_sets: tuple[str, ...] = ("fexit", "tracepoint"),
     ) -> None:
         preflight()
-        self.libbpf = Libbpf()
+        self.libbpf = get_libbpf()
+        self._final_stats: SourceStats | None = None
         self.on_record = on_record
         self.map_entries = map_entries
         self.hook_set = ""
@@ -277,7 +278,9 @@ class EbpfSource:
         inner_fd = ctypes.c_uint32(self._flow_fds[old])
         self.libbpf.check(
             "sync flow buffers",
-            self.libbpf.lib.bpf_map_update_elem(self._outer_fd, ctypes.byref(slot), ctypes.byref(inner_fd), 0),
+            self.libbpf.lib.bpf_map_update_elem(
+                self._outer_fd, ctypes.byref(slot), ctypes.byref(inner_fd), 0
+            ),
         )
         monotonic_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         wall = time.time()
@@ -296,6 +299,8 @@ class EbpfSource:
         return drain
 
     def stats(self) -> SourceStats:
+        if self._final_stats is not None:
+            return self._final_stats  # closed: the figures as they were at close
         counters = self._read_counters()
         return SourceStats(
             backend=self.backend,
@@ -310,4 +315,6 @@ class EbpfSource:
         )
 
     def close(self) -> None:
+        if self._obj is not None and self._final_stats is None:
+            self._final_stats = self.stats()
         self._teardown()

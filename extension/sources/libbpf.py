@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno as errno_module
+import functools
 import logging
 import os
 import threading
@@ -142,6 +143,13 @@ class Libbpf:
         return self.check("libbpf_num_possible_cpus", self.lib.libbpf_num_possible_cpus())
 
 
+@functools.cache
+def get_libbpf() -> Libbpf:
+    """The process-wide binding. libbpf keeps the print callback in a global, so the callback (and the
+    object holding it) must live as long as the process."""
+    return Libbpf()
+
+
 class BpfObject:
     """An opened BPF object file: set up maps and autoload before ``load()``, then attach."""
 
@@ -149,7 +157,9 @@ class BpfObject:
         self.libbpf = libbpf
         self.lib = libbpf.lib
         self.path = path
-        self.ptr = libbpf.check_ptr("bpf_object__open_file", self.lib.bpf_object__open_file(bytes(path), None))
+        self.ptr = libbpf.check_ptr(
+            "bpf_object__open_file", self.lib.bpf_object__open_file(bytes(path), None)
+        )
         self.links: list[int] = []
 
     def programs(self) -> dict[str, int]:
@@ -166,7 +176,8 @@ class BpfObject:
 
     def map_ptr(self, name: str) -> int:
         return self.libbpf.check_ptr(
-            f"bpf_object__find_map_by_name({name})", self.lib.bpf_object__find_map_by_name(self.ptr, name.encode())
+            f"bpf_object__find_map_by_name({name})",
+            self.lib.bpf_object__find_map_by_name(self.ptr, name.encode()),
         )
 
     def map_fd(self, name: str) -> int:
@@ -174,7 +185,9 @@ class BpfObject:
 
     def set_max_entries(self, name: str, entries: int) -> None:
         ptr = self.map_ptr(name)
-        self.libbpf.check(f"bpf_map__set_max_entries({name})", self.lib.bpf_map__set_max_entries(ptr, entries))
+        self.libbpf.check(
+            f"bpf_map__set_max_entries({name})", self.lib.bpf_map__set_max_entries(ptr, entries)
+        )
 
     def set_autoload(self, selected: Callable[[str, str], bool]) -> list[str]:
         """Autoload exactly the programs for which ``selected(name, section)`` is true."""

@@ -1,0 +1,314 @@
+"""Command line of the endpoint agent: ``python -m extension {run,capture} ...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from extension import settings as settings_module
+from extension.events import Record
+from extension.settings import Settings, SettingsError
+from extension.sources.base import CaptureError, EventSource
+from extension.store import Store, StoreError
+
+log = logging.getLogger("extension")
+
+FLOW_COLUMNS = (
+    "window_start",
+    "window_seconds",
+    "pid",
+    "process_name",
+    "process_path",
+    "process_sha256",
+    "uid",
+    "username",
+    "protocol",
+    "family",
+    "direction",
+    "local_address",
+    "local_port",
+    "remote_address",
+    "remote_port",
+    "local_hostname",
+    "remote_hostname",
+    "bytes_sent",
+    "bytes_received",
+    "connections",
+    "activity",
+    "first_seen",
+    "last_seen",
+    "sends",
+    "receives",
+    "community_id",
+    "process_start_time",
+    "parent_pid",
+    "cmdline",
+)
+
+EPILOG = """\
+examples:
+  python -m extension capture --seconds 10                 capture 10 s, print flows as a table
+  python -m extension capture --seconds 5 --format json    one JSON object per flow and line
+  python -m extension run                                  the long-running agent (SIGTERM stops it)
+  python -m extension run --live --window-seconds 10       ... with a live per-process summary
+  EXTENSION_DATA_DIR=/tmp/nf python -m extension run       keep the database somewhere else
+
+settings (environment, or the same names in a TOML/JSON file given by EXTENSION_CONFIG or --config):
+  EXTENSION_DATA_DIR             database and BPF build cache (default /var/lib/osquery-netflow as root)
+  EXTENSION_WINDOW_SECONDS       flow aggregation interval, default 60
+  EXTENSION_DRAIN_INTERVAL       seconds between drains of the kernel counters, default 1
+  EXTENSION_RAW_RETENTION_SECONDS  raw rows kept after aggregation, default 3600
+  EXTENSION_FLOW_RETENTION_SECONDS flow rows kept, default 604800 (7 days)
+  EXTENSION_EXCLUDE_LOOPBACK     true to ignore loopback traffic (default false: captured)
+  EXTENSION_MAP_ENTRIES          kernel flow map capacity, default 65536
+  EXTENSION_RESOLVE_HOSTNAMES    reverse DNS in the background, default true
+  EXTENSION_DNS_SNOOP            learn names from DNS answers (root), default true
+  EXTENSION_BPF_OBJECT           a prebuilt netflow.bpf.o (otherwise built with clang)
+  EXTENSION_LOG_LEVEL            debug, info (default), warning
+
+needs root (BPF), a kernel with BTF, libbpf1; clang, llvm and bpftool to build the BPF program.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m extension",
+        description="Per-process network traffic from the kernel (eBPF), stored in SQLite and "
+        "aggregated into time windows, for osquery.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", type=Path, help="settings file (TOML, or JSON by its .json suffix)")
+    parser.add_argument("--data-dir", type=Path, help="overrides EXTENSION_DATA_DIR")
+    parser.add_argument("--window-seconds", type=int, help="overrides EXTENSION_WINDOW_SECONDS")
+    parser.add_argument(
+        "--exclude-loopback", action="store_true", default=None, help="ignore loopback traffic"
+    )
+    parser.add_argument("--log-level", default=os.environ.get("EXTENSION_LOG_LEVEL", "info"))
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    run = commands.add_parser(
+        "run",
+        help="the long-running agent: capture, store, aggregate, prune",
+        description="Capture until SIGTERM/SIGINT, then drain and aggregate what is open and exit.",
+    )
+    run.add_argument("--live", action="store_true", help="print a per-process summary every few seconds")
+    run.add_argument("--live-interval", type=float, default=5.0, help="seconds between summaries")
+    run.add_argument("--duration", type=float, help="stop after this many seconds")
+
+    capture = commands.add_parser(
+        "capture",
+        help="capture for N seconds and print the flows",
+        description="Attach, capture for N seconds into a temporary database, print the flows, detach.",
+    )
+    capture.add_argument("--seconds", type=float, default=10.0, help="how long to capture (default 10)")
+    capture.add_argument("--format", choices=("table", "json"), default="table")
+    return parser
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    overrides = {
+        "data_dir": args.data_dir,
+        "window_seconds": args.window_seconds,
+        "exclude_loopback": args.exclude_loopback,
+        **extra,
+    }
+    return settings_module.load(config_file=args.config, overrides=overrides)
+
+
+def _source_factory(settings: Settings) -> Callable[[Callable[[Record], None]], EventSource]:
+    def factory(on_record: Callable[[Record], None]) -> EventSource:
+        from extension.bpf.build import build_object  # noqa: PLC0415 - Linux-only, imported when used
+        from extension.sources.ebpf import EbpfSource, preflight  # noqa: PLC0415
+
+        preflight()
+        path = settings.bpf_object or build_object(settings.bpf_build_dir)
+        if not path.exists():
+            raise CaptureError(
+                f"the BPF object {path} does not exist", "fix EXTENSION_BPF_OBJECT or unset it to build"
+            )
+        return EbpfSource(
+            path,
+            map_entries=settings.map_entries,
+            ringbuf_bytes=settings.ringbuf_bytes,
+            exclude_loopback=settings.exclude_loopback,
+            on_record=on_record,
+        )
+
+    return factory
+
+
+def _human_bytes(count: object) -> str:
+    value = float(count) if isinstance(count, int | float) else 0.0
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
+
+
+def print_table(rows: Sequence[dict[str, object]], columns: Sequence[str], out: TextIO) -> None:
+    if not rows:
+        out.write("(no rows)\n")
+        return
+    cells = [[str(row.get(column, "")) for column in columns] for row in rows]
+    widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
+    out.write("  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)) + "\n")
+    for line in cells:
+        out.write("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)) + "\n")
+
+
+def print_summary(store: Store, since: float, collector_status: Any, out: TextIO) -> None:
+    rows = store.summary_by_process(since=since, limit=15)
+    for row in rows:
+        for column in ("bytes_sent", "bytes_received"):
+            row[column] = _human_bytes(row.get(column, 0))
+    source = collector_status.source
+    out.write(
+        f"\n== {time.strftime('%H:%M:%S')}  hook set {source.hook_set}  calls {source.events}  "
+        f"evicted {source.map_evictions}  ring lost {source.ringbuf_lost}  "
+        f"rows {collector_status.rows_written}  flow rows {collector_status.flows_written}\n"
+    )
+    columns = [c for c in (rows[0].keys() if rows else ()) if c != "process_path"]
+    print_table(rows, columns or ["pid"], out)
+    out.flush()
+
+
+def _install_signal_handlers(stop: Callable[[], None]) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: finishing the open window", signal.Signals(signum).name)
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from extension.collector import Collector  # noqa: PLC0415 - keeps --help fast
+
+    settings = _settings(args)
+    store = Store(settings.database_path, window_seconds=settings.window_seconds)
+    try:
+        collector = Collector(settings=settings, store=store, source_factory=_source_factory(settings))
+        _install_signal_handlers(collector.stop)
+        status = collector.status().source
+        log.info(
+            "agent running: hook set %s, database %s, window %d s",
+            status.hook_set,
+            settings.database_path,
+            settings.window_seconds,
+        )
+        started = time.time()
+        last_live = [time.monotonic()]
+
+        def on_tick(current: Collector) -> None:
+            if args.live and time.monotonic() - last_live[0] >= args.live_interval:
+                last_live[0] = time.monotonic()
+                print_summary(store, started, current.status(), sys.stdout)
+
+        try:
+            collector.run(duration=args.duration, on_tick=on_tick)
+        finally:
+            collector.close()
+        final = collector.status()
+        log.info(
+            "stopped: %d raw rows and %d flow rows written this run", final.rows_written, final.flows_written
+        )
+        if args.live:
+            print_summary(store, started, final, sys.stdout)
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    from extension.collector import Collector  # noqa: PLC0415
+
+    base = _settings(args)
+    with tempfile.TemporaryDirectory(prefix="netflow-capture-") as tmp:
+        # the database is temporary; the BPF build cache stays in the data directory
+        settings = settings_module.Settings(
+            **{**base.__dict__, "data_dir": Path(tmp), "bpf_object": base.bpf_object}
+        )
+        if settings.bpf_object is None:
+            settings = settings_module.Settings(**{**settings.__dict__, "bpf_object": _build_into(base)})
+        store = Store(settings.database_path, window_seconds=settings.window_seconds)
+        try:
+            collector = Collector(settings=settings, store=store, source_factory=_source_factory(settings))
+            _install_signal_handlers(collector.stop)
+            try:
+                collector.run(duration=args.seconds)
+            finally:
+                collector.close()
+            flows = store.flows()
+        finally:
+            store.close()
+    out = sys.stdout
+    if args.format == "json":
+        for row in flows:
+            out.write(json.dumps({column: row.get(column) for column in FLOW_COLUMNS}) + "\n")
+    else:
+        shown = [dict(row) for row in flows]
+        for row in shown:
+            row["bytes_sent"] = _human_bytes(row["bytes_sent"])
+            row["bytes_received"] = _human_bytes(row["bytes_received"])
+        columns = [
+            "window_start",
+            "pid",
+            "process_name",
+            "username",
+            "protocol",
+            "direction",
+            "local_address",
+            "local_port",
+            "remote_address",
+            "remote_port",
+            "remote_hostname",
+            "bytes_sent",
+            "bytes_received",
+            "connections",
+            "activity",
+        ]
+        print_table(shown, columns, out)
+    return 0
+
+
+def _build_into(base: Settings) -> Path:
+    from extension.bpf.build import build_object  # noqa: PLC0415
+    from extension.sources.ebpf import preflight  # noqa: PLC0415
+
+    preflight()
+    return build_object(base.bpf_build_dir)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    level = getattr(logging, str(args.log_level).upper(), None)
+    if not isinstance(level, int):
+        print(
+            f"error: unknown log level {args.log_level!r}; use debug, info, warning or error", file=sys.stderr
+        )
+        return 2
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    commands = {"run": cmd_run, "capture": cmd_capture}
+    try:
+        return commands[args.command](args)
+    except (CaptureError, StoreError, SettingsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

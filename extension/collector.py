@@ -1,0 +1,276 @@
+"""The agent's loop: poll records -> drain counters -> track -> enrich -> store -> aggregate -> prune.
+
+One thread does all of it, so the store needs no locking; the slow parts of enrichment (reverse DNS,
+DNS snooping) run on their own threads and never block the drain. Each drained batch is written in
+one transaction: a kill -9 loses at most the counters not yet drained, never a committed row, and
+nothing is counted twice because the kernel deletes what it hands over.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from extension.community_id import community_id
+from extension.enrich import DnsSnooper, HostnameResolver, ProcessCache, UserNames, local_hostname
+from extension.events import (
+    Activity,
+    ProcessRecord,
+    Record,
+    SocketEvent,
+    SockStateRecord,
+)
+from extension.settings import Settings
+from extension.sources.base import EventSource, SourceStats
+from extension.store import Store
+from extension.tracker import LifecycleRow, Owner, Tracker, TrafficRow
+
+log = logging.getLogger(__name__)
+
+LOOPBACK_PREFIXES = ("127.", "::1")
+TCP_LISTEN_HEX = "0A"
+
+
+def is_loopback(address: str) -> bool:
+    return address.startswith(LOOPBACK_PREFIXES) and (address == "::1" or address.startswith("127."))
+
+
+def read_listening_ports(proc_root: Path = Path("/proc")) -> set[tuple[str, int]]:
+    """TCP ports in LISTEN now (from /proc/net/tcp and tcp6): the direction of connections that were
+    open before the agent started is inferred from them."""
+    ports: set[tuple[str, int]] = set()
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = (proc_root / "net" / name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == TCP_LISTEN_HEX:
+                try:
+                    ports.add(("tcp", int(fields[1].rsplit(":", 1)[1], 16)))
+                except (IndexError, ValueError):
+                    continue
+    return ports
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorStatus:
+    source: SourceStats
+    rows_written: int
+    flows_written: int
+    drains: int
+    last_drain_seconds: float
+    unattributed_accepts: int
+
+
+class Collector:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        source_factory: Callable[[Callable[[Record], None]], EventSource],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.tracker = Tracker(listening=read_listening_ports())
+        self.processes = ProcessCache()
+        self.users = UserNames()
+        self.hostnames = HostnameResolver(resolve=settings.resolve_hostnames)
+        self.snooper: DnsSnooper | None = None
+        if settings.dns_snoop:
+            self.snooper = DnsSnooper(self.hostnames)
+            self.snooper.start()
+        self._pending_rows: list[SocketEvent] = []
+        self._stop = threading.Event()
+        self.rows_written = 0
+        self.flows_written = 0
+        self.drains = 0
+        self.last_drain_seconds = 0.0
+        self._last_prune = 0.0
+        self.source = source_factory(self._on_record)
+
+    # --- records from the kernel -----------------------------------------------------------------
+
+    def _on_record(self, record: Record) -> None:
+        if isinstance(record, ProcessRecord):
+            # the process is alive now: read /proc before it can exit
+            self.processes.observe(record)
+        elif isinstance(record, SockStateRecord):
+            if self.settings.exclude_loopback and is_loopback(record.remote_address):
+                return
+            wall = self._wall_from_monotonic(record.ts_ns)
+            for row in self.tracker.on_sock_state(record, wall):
+                self._pending_rows.append(self._lifecycle_event(row))
+
+    @staticmethod
+    def _wall_from_monotonic(ns: int) -> float:
+        now_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        return time.time() - (now_ns - ns) / 1e9
+
+    # --- enrichment ------------------------------------------------------------------------------
+
+    def _process_fields(self, owner: Owner) -> dict[str, object]:
+        if owner.pid == 0:
+            return {"pid": 0, "process_name": owner.comm, "uid": owner.uid, "username": ""}
+        info = self.processes.lookup(owner.pid, owner.comm)
+        return {
+            "pid": owner.pid,
+            "process_name": info.name or owner.comm,
+            "process_path": info.path,
+            "process_sha256": info.sha256,
+            "process_start_time": info.start_time,
+            "parent_pid": info.parent_pid,
+            "cmdline": info.cmdline,
+            "uid": owner.uid,
+            "username": self.users.lookup(owner.uid),
+        }
+
+    def _address_fields(
+        self, local: str, local_port: int, remote: str, remote_port: int, protocol: str
+    ) -> dict[str, object]:
+        return {
+            "local_hostname": local_hostname(local),
+            "remote_hostname": self.hostnames.lookup(remote) if remote_port else "",
+            "community_id": community_id(protocol, local, local_port, remote, remote_port)
+            if remote_port and local_port
+            else "",
+        }
+
+    def _lifecycle_event(self, row: LifecycleRow) -> SocketEvent:
+        return SocketEvent(
+            time=int(row.time),
+            activity=row.activity,
+            protocol=row.protocol,
+            family=row.family,
+            local_address=row.local_address,
+            local_port=row.local_port,
+            remote_address=row.remote_address,
+            remote_port=row.remote_port,
+            direction=row.direction,
+            first_seen=row.time,
+            last_seen=row.time,
+            **self._process_fields(row.owner),  # type: ignore[arg-type]
+            **self._address_fields(  # type: ignore[arg-type]
+                row.local_address, row.local_port, row.remote_address, row.remote_port, row.protocol
+            ),
+        )
+
+    def _traffic_event(self, row: TrafficRow) -> SocketEvent:
+        key, counters = row.key, row.counters
+        return SocketEvent(
+            time=int(row.time_last),
+            activity=Activity.DATA,
+            protocol=key.protocol,
+            family=key.shown_family,
+            local_address=key.local_address,
+            local_port=key.local_port,
+            remote_address=key.remote_address,
+            remote_port=key.remote_port,
+            direction=row.direction,
+            bytes_sent=counters.bytes_sent,
+            bytes_received=counters.bytes_received,
+            sends=counters.sends,
+            receives=counters.receives,
+            first_seen=row.time_first,
+            last_seen=row.time_last,
+            **self._process_fields(Owner(key.pid, key.uid, key.comm)),  # type: ignore[arg-type]
+            **self._address_fields(  # type: ignore[arg-type]
+                key.local_address, key.local_port, key.remote_address, key.remote_port, key.protocol
+            ),
+        )
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    def drain_once(self, *, final: bool = False) -> int:
+        """Drain the kernel, write one transaction, aggregate closed windows. Returns rows written."""
+        started = time.monotonic()
+        self.source.poll(0)  # records that arrived before the flip belong with this drain
+        drain = self.source.drain()
+        self.source.poll(0)
+        traffic, lifecycle = self.tracker.on_drain(
+            drain.flows, wall_time=drain.wall_time, monotonic_ns=drain.monotonic_ns
+        )
+        if final:
+            lifecycle.extend(self.tracker.flush())
+        rows = self._pending_rows
+        self._pending_rows = []
+        rows.extend(self._lifecycle_event(row) for row in lifecycle)
+        for row in traffic:
+            if self.settings.exclude_loopback and is_loopback(row.key.remote_address):
+                continue
+            rows.append(self._traffic_event(row))
+        written = self.store.insert_batch(rows)
+        if drain.evictions:
+            log.warning("%d flow entries were evicted from the full kernel map", drain.evictions)
+            self.store.add_counter("map_evictions", drain.evictions)
+        if drain.decode_errors:
+            self.store.add_counter("decode_errors", drain.decode_errors)
+        now = self.clock()
+        self.flows_written += self.store.aggregate(
+            now=now, grace_seconds=self.settings.grace_seconds, include_open=final
+        )
+        if now - self._last_prune >= 60 or final:
+            self.store.prune(
+                now=now,
+                raw_retention_seconds=self.settings.raw_retention_seconds,
+                flow_retention_seconds=self.settings.flow_retention_seconds,
+            )
+            self._last_prune = now
+        self.rows_written += written
+        self.drains += 1
+        self.last_drain_seconds = time.monotonic() - started
+        return written
+
+    def run(
+        self, *, duration: float | None = None, on_tick: Callable[[Collector], None] | None = None
+    ) -> None:
+        """Drain every ``drain_interval`` until :meth:`stop` (or ``duration`` seconds), then a final
+        drain and aggregation of the open window."""
+        interval = self.settings.drain_interval
+        deadline = None if duration is None else time.monotonic() + duration
+        next_drain = time.monotonic() + interval
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    break
+                wait = min(next_drain, deadline or next_drain) - now
+                if wait > 0:
+                    # wake for records often: process records must be handled while the process lives
+                    self.source.poll(int(min(wait, 0.05) * 1000))
+                    continue
+                self.drain_once()
+                next_drain += interval
+                if next_drain < time.monotonic():  # fell behind (suspend, slow disk): do not burst
+                    next_drain = time.monotonic() + interval
+                if on_tick is not None:
+                    on_tick(self)
+        finally:
+            self.drain_once(final=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def status(self) -> CollectorStatus:
+        return CollectorStatus(
+            source=self.source.stats(),
+            rows_written=self.rows_written,
+            flows_written=self.flows_written,
+            drains=self.drains,
+            last_drain_seconds=self.last_drain_seconds,
+            unattributed_accepts=self.tracker.unattributed,
+        )
+
+    def close(self) -> None:
+        self.source.close()
+        if self.snooper is not None:
+            self.snooper.close()
+        self.hostnames.close()
