@@ -101,8 +101,10 @@ def community_id_v1(
 
     For TCP, UDP and SCTP the ports are required; for ICMP/ICMPv6 pass the type as ``src_port`` and
     the code as ``dst_port``; other protocols are hashed without ports (pass ``None``).
-    Raises ValueError for malformed input (bad address text, out-of-range numbers, a missing port,
-    endpoints of different address families).
+    Returns "" when the endpoints are of different address families (a socket bound to ``::`` that
+    talks to an IPv4 peer: the packets carry an IPv4 source we do not know), as the spec allows for
+    flows an observer cannot hash. Raises ValueError for malformed input (bad address text,
+    out-of-range numbers, a missing port).
     """
     if isinstance(protocol, bool) or not 0 <= protocol <= 0xFF:
         raise ValueError(f"IP protocol {protocol!r} is not an 8-bit number")
@@ -110,7 +112,7 @@ def community_id_v1(
         raise ValueError(f"seed {seed!r} is not a 16-bit number")
     src, dst = _packed(src_addr), _packed(dst_addr)
     if len(src) != len(dst):
-        raise ValueError(f"endpoints of different address families: {src_addr!r}, {dst_addr!r}")
+        return ""
     if (src_port is None) != (dst_port is None):
         raise ValueError("give both ports or neither")
     if protocol in _PORT_PROTOCOLS and (src_port is None or dst_port is None):
@@ -143,7 +145,8 @@ def community_id(
     protocol: str, src_addr: str, src_port: int, dst_addr: str, dst_port: int, *, seed: int = 0
 ) -> str:
     """The Community ID v1 of a flow given by protocol name (``tcp``, ``udp``, ``sctp``, ``icmp``,
-    ``icmp6``), as stored in our rows. Raises ValueError for an unknown protocol or malformed input.
+    ``icmp6``), as stored in our rows; "" for endpoints of different address families. Raises
+    ValueError for an unknown protocol or malformed input.
     """
     number = PROTOCOL_NUMBERS.get(protocol.lower())
     if number is None:

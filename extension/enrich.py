@@ -27,6 +27,7 @@ import logging
 import os
 import pwd
 import queue
+import select
 import socket
 import stat
 import struct
@@ -35,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import dns.flags
 import dns.message
@@ -126,16 +127,20 @@ class FileIdentity:
 
     st_dev: int  # already in os.stat's encoding (see kernel_dev_to_st_dev)
     st_ino: int
-    mtime_sec: int
+    mtime_sec: int  # 0: unknown (kernels whose inode has no i_mtime_sec), not compared
     size: int
 
-    def matches(self, st: os.stat_result) -> bool:
+    def matches_key(self, key: FileKey) -> bool:
+        st_dev, st_ino, mtime_ns, size = key
         return (
-            st.st_dev == self.st_dev
-            and st.st_ino == self.st_ino
-            and st.st_size == self.size
-            and st.st_mtime_ns // 1_000_000_000 == self.mtime_sec
+            st_dev == self.st_dev
+            and st_ino == self.st_ino
+            and size == self.size
+            and (self.mtime_sec == 0 or mtime_ns // 1_000_000_000 == self.mtime_sec)
         )
+
+    def matches(self, st: os.stat_result) -> bool:
+        return self.matches_key((st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size))
 
 
 class FileHasher:
@@ -197,7 +202,7 @@ class FileHasher:
         """The hash of a file hashed before with this identity, or "" (never reads the file)."""
         with self._lock:
             key = self._by_inode.get((identity.st_dev, identity.st_ino))
-            if key is None or key[3] != identity.size or key[2] // 1_000_000_000 != identity.mtime_sec:
+            if key is None or not identity.matches_key(key):
                 return ""
             digest = self._cache.get(key)
             if digest is None:
@@ -403,13 +408,14 @@ class ProcessCache:
                 self.counters["unknown"] += 1
                 return self._unknown(pid, comm, uid)
             if entry is not None and entry.start_ticks == proc.start_ticks:
-                if proc.comm == entry.info.name:
+                complete = bool(entry.info.cmdline) or not entry.info.path
+                if proc.comm == entry.info.name and complete:
                     entry.checked = now
                     self.counters["hits"] += 1
                     return entry.info
-                # same pid and start tick, another name: it exec'd (or the pid was reused within
-                # one clock tick); read it again
-                self.counters["renamed"] += 1
+                # Same pid and start tick but another name: it exec'd (or the pid was reused within
+                # one clock tick). No arguments yet: it was read in the middle of an exec. Read again.
+                self.counters["refreshed"] += 1
             elif entry is not None:
                 self.counters["pid_reuse"] += 1
                 log.debug("pid %d was reused (start %s -> %d)", pid, entry.start_ticks, proc.start_ticks)
@@ -680,7 +686,8 @@ def local_hostname(address: str) -> str:
 
 
 def _reverse_lookup(address: str) -> str:
-    return socket.gethostbyaddr(address)[0]
+    name = socket.gethostbyaddr(address)[0]
+    return "" if _canonical_address(name) is not None else name  # some resolvers echo the address
 
 
 @dataclass(slots=True)
@@ -993,7 +1000,8 @@ _DNS_FILTER: list[tuple[int, int, int, int]] = [
     (_BPF_RET_K, 0, 0, 0),  # 18: drop
 ]
 _SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
-_ETH_P_ALL = 0x0003
+_ETH_P_IP = 0x0800
+_ETH_P_IPV6 = 0x86DD
 _PACKET_OUTGOING = 4
 
 
@@ -1007,10 +1015,15 @@ def _attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]
 class DnsSnooper:
     """Learns the names processes resolve from the DNS responses this host receives.
 
-    A background thread reads a packet socket (AF_PACKET, all protocols, cooked so every link type
-    looks alike; needs root or CAP_NET_RAW) with a kernel filter for UDP from port 53, parses the
-    responses and feeds (address, asked name) pairs to :meth:`HostnameResolver.learn`. Without the
-    privilege it logs one warning and stays off. DNS over TCP, DoT and DoH are not seen.
+    A background thread reads two packet sockets (AF_PACKET bound to IPv4 and to IPv6, cooked so
+    every link type looks alike; needs root or CAP_NET_RAW) with a kernel filter for UDP from port
+    53, parses the responses and feeds (address, asked name) pairs to :meth:`HostnameResolver.learn`.
+    Without the privilege it logs one warning and stays off. DNS over TCP, DoT and DoH are not seen.
+
+    Why not one socket for all protocols (ETH_P_ALL): such a socket is a tap on the transmit path
+    too, and the kernel clones every packet the host sends for it before the filter runs. That
+    measured as a 20% slowdown of a loopback send loop (docs/benchmarks.md); sockets bound to one
+    protocol only see received packets and cost a filter run each.
     """
 
     def __init__(
@@ -1021,7 +1034,7 @@ class DnsSnooper:
         self.read_timeout = read_timeout
         self.filter_attached = False
         self.counters: collections.Counter[str] = collections.Counter()
-        self._sock: socket.socket | None = None
+        self._socks: list[socket.socket] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._warned = False
@@ -1041,30 +1054,30 @@ class DnsSnooper:
         self.close()
 
     def start(self) -> bool:
-        """Open the socket and start the thread; False (one warning logged) if that is not possible."""
+        """Open the sockets and start the thread; False (one warning logged) if that is not possible."""
         if self.running:
             return True
+        socks: list[socket.socket] = []
         try:
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(_ETH_P_ALL))
+            for protocol in (_ETH_P_IP, _ETH_P_IPV6):
+                sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(protocol))
+                socks.append(sock)
+                try:
+                    _attach_filter(sock, _DNS_FILTER)
+                    self.filter_attached = True
+                except OSError as exc:
+                    log.info("no kernel filter for DNS snooping (%s); filtering in Python", exc)
+                if self.interface:
+                    sock.bind((self.interface, protocol))
+                sock.setblocking(False)
         except (OSError, AttributeError) as exc:  # not root / no CAP_NET_RAW, or not Linux
+            for sock in socks:
+                sock.close()
             self._warn_off(f"cannot open a packet socket ({exc})")
             return False
-        try:
-            try:
-                _attach_filter(sock, _DNS_FILTER)
-                self.filter_attached = True
-            except OSError as exc:
-                log.info("no kernel filter for DNS snooping (%s); filtering in Python", exc)
-            if self.interface:
-                sock.bind((self.interface, _ETH_P_ALL))
-            sock.settimeout(self.read_timeout)
-        except OSError as exc:
-            sock.close()
-            self._warn_off(f"cannot set up the packet socket ({exc})")
-            return False
-        self._sock = sock
+        self._socks = socks
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, args=(sock,), name="dns-snooper", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(socks,), name="dns-snooper", daemon=True)
         self._thread.start()
         log.info("learning host names from DNS answers%s", f" on {self.interface}" if self.interface else "")
         return True
@@ -1074,9 +1087,9 @@ class DnsSnooper:
         if self._thread is not None:
             self._thread.join(timeout=self.read_timeout + 2.0)
             self._thread = None
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        for sock in self._socks:
+            sock.close()
+        self._socks = []
 
     def handle_packet(self, packet: bytes, pkttype: int = 0) -> int:
         """Process one captured packet (starting at the IP header); returns the names learned."""
@@ -1105,27 +1118,35 @@ class DnsSnooper:
             self._warned = True
             log.warning("DNS snooping is off: %s; host names come from reverse lookups only", reason)
 
-    def _run(self, sock: socket.socket) -> None:
+    def _run(self, socks: list[socket.socket]) -> None:
         consecutive_errors = 0
         while not self._stop.is_set():
             try:
-                packet, address = sock.recvfrom(65535)
-            except TimeoutError:
-                continue
-            except OSError as exc:
-                if self._stop.is_set():
-                    break
-                consecutive_errors += 1
-                self.counters["read_errors"] += 1
-                if consecutive_errors >= 100:
-                    log.warning("DNS snooping stops after repeated read errors: %s", exc)
-                    break
-                time.sleep(0.05)
-                continue
-            consecutive_errors = 0
-            try:
-                pkttype = int(address[2]) if len(address) > 2 else 0
-                self.handle_packet(packet, pkttype)
-            except Exception:  # never let one packet kill the thread
-                self.counters["bad_packets"] += 1
-                log.debug("unexpected error on a captured packet", exc_info=True)
+                ready, _, _ = select.select(socks, [], [], self.read_timeout)
+            except (OSError, ValueError):  # closed under us
+                break
+            for sock in ready:
+                try:
+                    packet, address = sock.recvfrom(65535)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    if self._stop.is_set():
+                        return
+                    consecutive_errors += 1
+                    self.counters["read_errors"] += 1
+                    if consecutive_errors >= 100:
+                        log.warning("DNS snooping stops after repeated read errors: %s", exc)
+                        return
+                    time.sleep(0.05)
+                    continue
+                self._handle(packet, address)
+                consecutive_errors = 0
+
+    def _handle(self, packet: bytes, address: tuple[Any, ...]) -> None:
+        try:
+            pkttype = int(address[2]) if len(address) > 2 else 0
+            self.handle_packet(packet, pkttype)
+        except Exception:  # never let one packet kill the thread
+            self.counters["bad_packets"] += 1
+            log.debug("unexpected error on a captured packet", exc_info=True)

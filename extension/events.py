@@ -86,9 +86,11 @@ def _decode_comm(raw: bytes) -> str:
 # struct flow_key { u32 tgid; u32 uid; u16 family; u8 protocol; u8 pad; u16 lport; u16 rport;
 #                   u8 laddr[16]; u8 raddr[16]; char comm[16]; }
 FLOW_KEY = struct.Struct("<IIHBxHH16s16s16s")
-# struct flow_value { u64 bytes_sent, bytes_received, sends, receives, first_ns, last_ns,
-#                     first_send_ns, first_recv_ns; }
+# struct flow_value { u64 bytes_sent, bytes_received, sends, receives, first_ns, first_jiffies,
+#                     last_jiffies, first_dir; }
 FLOW_VALUE = struct.Struct("<8Q")
+FIRST_SENT = 0
+FIRST_RECEIVED = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +113,9 @@ class FlowCounters:
     bytes_received: int
     sends: int
     receives: int
-    first_ns: int  # CLOCK_MONOTONIC (bpf_ktime_get_ns) of the first and last call
-    last_ns: int
-    first_send_ns: int  # 0 when nothing was sent
-    first_recv_ns: int  # 0 when nothing was received
+    first_ns: int  # CLOCK_MONOTONIC ns of the first call ...
+    last_ns: int  # ... and of the last (to the kernel tick's resolution)
+    first_dir: int  # FIRST_SENT or FIRST_RECEIVED: the direction of the call that created the entry
 
 
 def decode_flow_key(raw: bytes) -> FlowKey:
@@ -139,10 +140,16 @@ def decode_flow_key(raw: bytes) -> FlowKey:
     )
 
 
-def decode_flow_value(raw: bytes) -> FlowCounters:
+def decode_flow_value(raw: bytes, ns_per_tick: float) -> FlowCounters:
+    """The kernel stores the clock at the first call and the tick count (jiffies) at the first and
+    last: the last call's time is the first's plus the ticks between them."""
     if len(raw) < FLOW_VALUE.size:
         raise DecodeError(f"flow value of {len(raw)} bytes, expected {FLOW_VALUE.size}")
-    return FlowCounters(*FLOW_VALUE.unpack_from(raw))
+    sent, received, sends, receives, first_ns, first_tick, last_tick, first_dir = FLOW_VALUE.unpack_from(raw)
+    if last_tick < first_tick or first_dir not in (FIRST_SENT, FIRST_RECEIVED):
+        raise DecodeError(f"flow value with impossible ticks ({first_tick}..{last_tick}) or direction")
+    last_ns = first_ns + round((last_tick - first_tick) * ns_per_tick)
+    return FlowCounters(sent, received, sends, receives, first_ns, last_ns, first_dir)
 
 
 # --- lifecycle and process records (the BPF ring buffer) -----------------------------------------

@@ -11,7 +11,8 @@ listening socket.
 Direction ("who opened the connection"):
 * TCP: outbound when this host sent the SYN, inbound when it accepted. For connections older than
   the agent, inbound when the local port is a listening port, otherwise outbound.
-* UDP: whoever sent the first datagram of a peer pair, as the kernel timestamps show. A pair idle
+* UDP: whoever sent the first datagram of a peer pair (the kernel records the direction of the call
+  that created the counter). A pair idle
   for ``udp_idle_seconds`` starts afresh (and counts as a new connection). Traffic on an unconnected
   socket whose peer the kernel could not learn stays ``unknown``.
 """
@@ -23,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from extension.events import (
+    FIRST_SENT,
     TCP_CLOSE,
     TCP_CLOSE_WAIT,
     TCP_ESTABLISHED,
@@ -274,9 +276,7 @@ class Tracker:
         ):
             self._udp_last_seen.put(tuple5, last)
             return known
-        sent_first = counters.first_send_ns != 0 and (
-            counters.first_recv_ns == 0 or counters.first_send_ns <= counters.first_recv_ns
-        )
+        sent_first = counters.first_dir == FIRST_SENT
         direction = Direction.OUTBOUND if sent_first else Direction.INBOUND
         self._directions.put(tuple5, direction)
         self._udp_last_seen.put(tuple5, last)

@@ -87,11 +87,20 @@ def test_bad_flow_keys(raw: bytes, message: str) -> None:
 
 
 def test_flow_value() -> None:
-    value = decode_flow_value(FLOW_VALUE.pack(10, 20, 1, 2, 100, 200, 100, 150))
+    # created at 5 s (tick 1000), last call 250 ticks later at 250 Hz: one second later
+    value = decode_flow_value(FLOW_VALUE.pack(10, 20, 1, 2, 5_000_000_000, 1000, 1250, 1), 4e6)
     assert (value.bytes_sent, value.bytes_received, value.sends, value.receives) == (10, 20, 1, 2)
-    assert (value.first_ns, value.last_ns, value.first_send_ns, value.first_recv_ns) == (100, 200, 100, 150)
-    with pytest.raises(DecodeError):
-        decode_flow_value(b"\x00" * 63)
+    assert (value.first_ns, value.last_ns, value.first_dir) == (
+        5_000_000_000,
+        6_000_000_000,
+        events.FIRST_RECEIVED,
+    )
+    with pytest.raises(DecodeError, match="flow value of 63 bytes"):
+        decode_flow_value(b"\x00" * 63, 4e6)
+    with pytest.raises(DecodeError, match="impossible ticks"):
+        decode_flow_value(FLOW_VALUE.pack(1, 1, 1, 1, 5, 10, 9, 0), 4e6)
+    with pytest.raises(DecodeError, match="impossible ticks"):
+        decode_flow_value(FLOW_VALUE.pack(1, 1, 1, 1, 5, 10, 10, 7), 4e6)
 
 
 def sock_state(**overrides: object) -> bytes:

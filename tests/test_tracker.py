@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from extension.events import (
+    FIRST_RECEIVED,
+    FIRST_SENT,
     TCP_CLOSE,
     TCP_CLOSE_WAIT,
     TCP_ESTABLISHED,
@@ -57,8 +59,11 @@ def key(pid: int, local: tuple[str, int], remote: tuple[str, int], protocol: str
 
 
 def counters(first_send: int = 0, first_recv: int = 0) -> FlowCounters:
+    """Counters whose first call was a send at ``first_send`` or a receive at ``first_recv`` (ns)."""
     first = min(x for x in (first_send, first_recv) if x) if (first_send or first_recv) else 1
-    return FlowCounters(10, 20, 1, 1, first, max(first_send, first_recv, 1), first_send, first_recv)
+    sent_first = bool(first_send) and (not first_recv or first_send <= first_recv)
+    first_dir = FIRST_SENT if sent_first else FIRST_RECEIVED
+    return FlowCounters(10, 20, 1, 1, first, max(first_send, first_recv, 1), first_dir)
 
 
 def test_outbound_connect_keeps_the_owner_from_syn_sent() -> None:

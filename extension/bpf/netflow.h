@@ -46,10 +46,10 @@ struct pnf_flow_value {
 	__u64 bytes_received;
 	__u64 sends;
 	__u64 receives;
-	__u64 first_ns; /* bpf_ktime_get_ns() */
-	__u64 last_ns;
-	__u64 first_send_ns;
-	__u64 first_recv_ns;
+	__u64 first_ns;      /* bpf_ktime_get_ns() when the entry was created */
+	__u64 first_jiffies; /* bpf_jiffies64() at the same moment ... */
+	__u64 last_jiffies;  /* ... and at the last call: user space turns ticks into time */
+	__u64 first_dir;     /* direction of the call that created the entry: 0 send, 1 receive */
 };
 
 struct pnf_record_header {

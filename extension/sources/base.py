@@ -25,7 +25,7 @@ class Drain:
     flows: list[tuple[FlowKey, FlowCounters]] = field(default_factory=list)
     decode_errors: int = 0  # keys or values that could not be decoded (counted, skipped)
     evictions: int = 0  # LRU evictions in the drained buffer: counts lost to a full map
-    monotonic_ns: int = 0  # CLOCK_MONOTONIC at the drain, to turn kernel timestamps into wall time
+    monotonic_ns: int = 0  # CLOCK_MONOTONIC at the drain, to turn counter times into wall time
     wall_time: float = 0.0  # time.time() at the same instant
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import gzip
 import logging
 import os
 import struct
@@ -44,7 +45,56 @@ C_EVENTS = 5
 C_MAX = 6
 
 CONTROL = struct.Struct("<II")
+VALUE_CLOCK = struct.Struct("<QQ")  # first_ns, first_jiffies inside struct pnf_flow_value
+VALUE_CLOCK_OFFSET = 32
 BATCH = 4096
+
+
+KNOWN_HZ = (100, 250, 300, 1000)
+
+
+def configured_hz(config_gz: Path = Path("/proc/config.gz")) -> int | None:
+    """CONFIG_HZ of the running kernel when /proc/config.gz is there, else None."""
+    try:
+        with gzip.open(config_gz, "rt") as config:
+            for line in config:
+                if line.startswith("CONFIG_HZ="):
+                    return int(line.split("=", 1)[1])
+    except (OSError, ValueError, EOFError):
+        return None
+    return None
+
+
+class TickClock:
+    """Nanoseconds per kernel tick (jiffy), to date the last call of a flow counter.
+
+    Taken from CONFIG_HZ when the kernel publishes its config; otherwise calibrated from the
+    (clock, tick) pairs the kernel stores in each new counter, once two pairs lie 5 s apart, and
+    snapped to the nearest usual HZ. Until then 250 Hz is assumed (an error of at most one drain
+    interval on the last-seen time of a counter)."""
+
+    def __init__(self, hz: int | None = None) -> None:
+        self.hz = hz or 250
+        self.calibrated = hz is not None
+        self._anchor: tuple[int, int] | None = None
+
+    @property
+    def ns_per_tick(self) -> float:
+        return 1e9 / self.hz
+
+    def observe(self, ns: int, tick: int) -> None:
+        if self.calibrated:
+            return
+        if self._anchor is None or tick < self._anchor[1]:
+            self._anchor = (ns, tick)
+            return
+        elapsed_ns = ns - self._anchor[0]
+        if elapsed_ns < 5e9:
+            return
+        measured = (tick - self._anchor[1]) * 1e9 / elapsed_ns
+        self.hz = min(KNOWN_HZ, key=lambda hz: abs(hz - measured))
+        self.calibrated = True
+        log.info("kernel tick rate calibrated: %.1f Hz measured, using %d Hz", measured, self.hz)
 
 
 def cgroup2_mount() -> Path:
@@ -105,6 +155,7 @@ class EbpfSource:
         self._evictions = 0
         self._active = 0
         self._ncpus = self.libbpf.num_possible_cpus()
+        self.ticks = TickClock(configured_hz())
         self.hooks: tuple[str, ...] = ()
         last_error: BpfCallError | None = None
         for hook_set in hook_sets:
@@ -205,10 +256,15 @@ class EbpfSource:
         """Wait up to ``timeout_ms`` for lifecycle/process records and hand them to ``on_record``."""
         if not self._ringbuf:
             return 0
+        # Process records wake the poll at once; lifecycle records are submitted without a wake-up
+        # (cheaper in the kernel), so consume whatever is there after the wait as well.
         result = int(self.libbpf.lib.ring_buffer__poll(self._ringbuf, timeout_ms))
         if result < 0 and -result != errno.EINTR:
             raise BpfCallError("ring_buffer__poll", -result)
-        return max(result, 0)
+        consumed = int(self.libbpf.lib.ring_buffer__consume(self._ringbuf))
+        if consumed < 0 and -consumed != errno.EINTR:
+            raise BpfCallError("ring_buffer__consume", -consumed)
+        return max(result, 0) + max(consumed, 0)
 
     # --- counters (flow maps) --------------------------------------------------------------------
 
@@ -291,8 +347,11 @@ class EbpfSource:
         drain.evictions = max(inserts - len(raw), 0)
         self._evictions += drain.evictions
         for raw_key, raw_value in raw:
+            first_ns, first_tick = VALUE_CLOCK.unpack_from(raw_value, VALUE_CLOCK_OFFSET)
+            self.ticks.observe(first_ns, first_tick)
             try:
-                drain.flows.append((decode_flow_key(raw_key), decode_flow_value(raw_value)))
+                value = decode_flow_value(raw_value, self.ticks.ns_per_tick)
+                drain.flows.append((decode_flow_key(raw_key), value))
             except DecodeError as exc:
                 drain.decode_errors += 1
                 log.debug("skipped a flow entry: %s", exc)
