@@ -110,10 +110,8 @@ def main() -> None:
                     measured = run_workload(args)
                 times[mode].append(measured["seconds"])
                 cpu[mode].append(measured["cpu_seconds"])
-            print(
-                f"round {round_ + 1}: baseline {times['baseline'][-1]:.3f} s, agent {times['agent'][-1]:.3f} s",
-                file=sys.stderr,
-            )
+            last = {mode: f"{values[-1]:.3f} s" for mode, values in times.items()}
+            print(f"round {round_ + 1}: baseline {last['baseline']}, agent {last['agent']}", file=sys.stderr)
         calls = args.tcp + args.udp
         base = statistics.median(times["baseline"])
         agent_median = statistics.median(times["agent"])
