@@ -72,7 +72,7 @@ settings (environment, or the same names in a TOML/JSON file given by EXTENSION_
   EXTENSION_EXCLUDE_LOOPBACK     true to ignore loopback traffic (default false: captured)
   EXTENSION_MAP_ENTRIES          kernel flow map capacity, default 65536
   EXTENSION_RESOLVE_HOSTNAMES    reverse DNS in the background, default true
-  EXTENSION_DNS_SNOOP            learn names from DNS answers (root), default true
+  EXTENSION_DNS_SNOOP            learn host names from the DNS answers processes receive, default true
   EXTENSION_BPF_OBJECT           a prebuilt netflow.bpf.o (otherwise built with clang)
   EXTENSION_LOG_LEVEL            debug, info (default), warning
 
@@ -143,6 +143,7 @@ def _source_factory(settings: Settings) -> Callable[[Callable[[Record], None]], 
             ringbuf_bytes=settings.ringbuf_bytes,
             exclude_loopback=settings.exclude_loopback,
             on_record=on_record,
+            dns=settings.dns_snoop,
         )
 
     return factory

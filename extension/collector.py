@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from extension.community_id import community_id
-from extension.enrich import DnsSnooper, HostnameResolver, ProcessCache, UserNames, local_hostname
+from extension.enrich import DnsLearner, HostnameResolver, ProcessCache, UserNames, local_hostname
 from extension.events import (
     Activity,
+    DnsRecord,
     ProcessRecord,
     Record,
     SocketEvent,
@@ -84,10 +85,7 @@ class Collector:
         self.processes = ProcessCache()
         self.users = UserNames()
         self.hostnames = HostnameResolver(resolve=settings.resolve_hostnames)
-        self.snooper: DnsSnooper | None = None
-        if settings.dns_snoop:
-            self.snooper = DnsSnooper(self.hostnames)
-            self.snooper.start()
+        self.dns = DnsLearner(self.hostnames)
         self._pending_rows: list[SocketEvent] = []
         self._stop = threading.Event()
         self.rows_written = 0
@@ -103,6 +101,8 @@ class Collector:
         if isinstance(record, ProcessRecord):
             # the process is alive now: read /proc before it can exit
             self.processes.observe(record)
+        elif isinstance(record, DnsRecord):
+            self.dns.handle_packet(record.packet)
         elif isinstance(record, SockStateRecord):
             if self.settings.exclude_loopback and is_loopback(record.remote_address):
                 return
@@ -271,6 +271,4 @@ class Collector:
 
     def close(self) -> None:
         self.source.close()
-        if self.snooper is not None:
-            self.snooper.close()
         self.hostnames.close()

@@ -11,7 +11,7 @@ long:
 * :class:`UserNames` caches ``pwd`` lookups (NSS may be slow: LDAP, sssd).
 * :class:`HostnameResolver` never blocks: it answers from a cache and queues reverse lookups for a
   background thread. Names a process actually resolved (learned from DNS answers by
-  :class:`DnsSnooper`) beat reverse lookups, which are useless behind CDNs.
+  :class:`DnsLearner`, fed by the kernel) beat reverse lookups, which are useless behind CDNs.
 
 Every input from outside (``/proc`` contents, packets) is validated; bad input is counted and skipped.
 """
@@ -19,7 +19,6 @@ Every input from outside (``/proc`` contents, packets) is validated; bad input i
 from __future__ import annotations
 
 import collections
-import ctypes
 import hashlib
 import io
 import ipaddress
@@ -27,7 +26,6 @@ import logging
 import os
 import pwd
 import queue
-import select
 import socket
 import stat
 import struct
@@ -36,7 +34,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import dns.flags
 import dns.message
@@ -51,7 +49,7 @@ from extension.events import ProcessRecord
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "DnsSnooper",
+    "DnsLearner",
     "FileHasher",
     "HostnameResolver",
     "PacketError",
@@ -971,132 +969,30 @@ def parse_dns_answers(payload: bytes) -> list[tuple[str, str]]:
     return pairs
 
 
-# Classic BPF (SO_ATTACH_FILTER) for a SOCK_DGRAM packet socket, whose data starts at the IP header:
-# keep packets addressed to this host that are IPv4 or IPv6 UDP from port 53 (IPv4: first fragments
-# only; IPv6: UDP as the first next header). Everything else stays in the kernel.
-_SKF_AD_PKTTYPE = (-0x1000 + 4) & 0xFFFFFFFF
-_PACKET_HOST = 0
-_BPF_LD_W_ABS, _BPF_LD_H_ABS, _BPF_LD_B_ABS, _BPF_LD_H_IND = 0x20, 0x28, 0x30, 0x48
-_BPF_LDX_B_MSH, _BPF_ALU_AND_K, _BPF_JEQ_K, _BPF_JSET_K, _BPF_RET_K = 0xB1, 0x54, 0x15, 0x45, 0x06
-_DNS_FILTER: list[tuple[int, int, int, int]] = [
-    (_BPF_LD_W_ABS, 0, 0, _SKF_AD_PKTTYPE),  # 0: A = skb->pkt_type
-    (_BPF_JEQ_K, 0, 16, _PACKET_HOST),  # 1: not to this host -> drop (18)
-    (_BPF_LD_B_ABS, 0, 0, 0),  # 2: A = version/IHL byte
-    (_BPF_ALU_AND_K, 0, 0, 0xF0),  # 3
-    (_BPF_JEQ_K, 0, 7, 0x40),  # 4: IPv4? else -> 12
-    (_BPF_LD_B_ABS, 0, 0, 9),  # 5: A = protocol
-    (_BPF_JEQ_K, 0, 11, IPPROTO_UDP),  # 6: UDP? else drop
-    (_BPF_LD_H_ABS, 0, 0, 6),  # 7: A = flags/fragment offset
-    (_BPF_JSET_K, 9, 0, 0x3FFF),  # 8: a non-first or incomplete fragment -> drop
-    (_BPF_LDX_B_MSH, 0, 0, 0),  # 9: X = IPv4 header length
-    (_BPF_LD_H_IND, 0, 0, 0),  # 10: A = UDP source port
-    (_BPF_JEQ_K, 5, 6, 53),  # 11: port 53 -> accept (17) else drop
-    (_BPF_JEQ_K, 0, 5, 0x60),  # 12: IPv6? else drop
-    (_BPF_LD_B_ABS, 0, 0, 6),  # 13: A = next header
-    (_BPF_JEQ_K, 0, 3, IPPROTO_UDP),  # 14: UDP? else drop
-    (_BPF_LD_H_ABS, 0, 0, 40),  # 15: A = UDP source port
-    (_BPF_JEQ_K, 0, 1, 53),  # 16: port 53 -> accept else drop
-    (_BPF_RET_K, 0, 0, 0x40000),  # 17: accept the whole packet
-    (_BPF_RET_K, 0, 0, 0),  # 18: drop
-]
-_SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
-_ETH_P_IP = 0x0800
-_ETH_P_IPV6 = 0x86DD
-_PACKET_OUTGOING = 4
+class DnsLearner:
+    """Learns the names processes resolve from the DNS answers this host receives.
 
+    The kernel passes up every UDP datagram from port 53 delivered to a local socket (a cgroup
+    ingress BPF program, see extension/bpf/netflow.bpf.c); :meth:`handle_packet` parses one and
+    feeds (address, asked name) pairs to :meth:`HostnameResolver.learn`. Bad packets are counted and
+    skipped. DNS over TCP, DoT and DoH are not seen.
 
-def _attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> None:
-    code = b"".join(struct.pack("HBBI", *instruction) for instruction in program)
-    buffer = ctypes.create_string_buffer(code, len(code))
-    fprog = struct.pack("@HP", len(program), ctypes.addressof(buffer))
-    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
-
-
-class DnsSnooper:
-    """Learns the names processes resolve from the DNS responses this host receives.
-
-    A background thread reads two packet sockets (AF_PACKET bound to IPv4 and to IPv6, cooked so
-    every link type looks alike; needs root or CAP_NET_RAW) with a kernel filter for UDP from port
-    53, parses the responses and feeds (address, asked name) pairs to :meth:`HostnameResolver.learn`.
-    Without the privilege it logs one warning and stays off. DNS over TCP, DoT and DoH are not seen.
-
-    Why not one socket for all protocols (ETH_P_ALL): such a socket is a tap on the transmit path
-    too, and the kernel clones every packet the host sends for it before the filter runs. That
-    measured as a 20% slowdown of a loopback send loop (docs/benchmarks.md); sockets bound to one
-    protocol only see received packets and cost a filter run each.
+    Why not a packet socket: an AF_PACKET socket for all protocols is a tap on the transmit path and
+    the kernel clones every packet the host sends for it; one bound to IP makes every received packet
+    shared, so the IP layer clones it. Either measured as a 15-20% slowdown of a loopback send loop
+    (docs/benchmarks.md); the BPF program costs two small loads per packet.
     """
 
-    def __init__(
-        self, resolver: HostnameResolver, *, interface: str | None = None, read_timeout: float = 0.5
-    ) -> None:
+    def __init__(self, resolver: HostnameResolver) -> None:
         self.resolver = resolver
-        self.interface = interface
-        self.read_timeout = read_timeout
-        self.filter_attached = False
         self.counters: collections.Counter[str] = collections.Counter()
-        self._socks: list[socket.socket] = []
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._warned = False
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def stats(self) -> dict[str, int]:
-        return {"running": int(self.running), **self.counters}
+        return dict(self.counters)
 
-    def __enter__(self) -> DnsSnooper:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def start(self) -> bool:
-        """Open the sockets and start the thread; False (one warning logged) if that is not possible."""
-        if self.running:
-            return True
-        socks: list[socket.socket] = []
-        try:
-            for protocol in (_ETH_P_IP, _ETH_P_IPV6):
-                sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(protocol))
-                socks.append(sock)
-                try:
-                    _attach_filter(sock, _DNS_FILTER)
-                    self.filter_attached = True
-                except OSError as exc:
-                    log.info("no kernel filter for DNS snooping (%s); filtering in Python", exc)
-                if self.interface:
-                    sock.bind((self.interface, protocol))
-                sock.setblocking(False)
-        except (OSError, AttributeError) as exc:  # not root / no CAP_NET_RAW, or not Linux
-            for sock in socks:
-                sock.close()
-            self._warn_off(f"cannot open a packet socket ({exc})")
-            return False
-        self._socks = socks
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, args=(socks,), name="dns-snooper", daemon=True)
-        self._thread.start()
-        log.info("learning host names from DNS answers%s", f" on {self.interface}" if self.interface else "")
-        return True
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.read_timeout + 2.0)
-            self._thread = None
-        for sock in self._socks:
-            sock.close()
-        self._socks = []
-
-    def handle_packet(self, packet: bytes, pkttype: int = 0) -> int:
-        """Process one captured packet (starting at the IP header); returns the names learned."""
+    def handle_packet(self, packet: bytes) -> int:
+        """Process one packet (starting at the IP header); returns the number of names learned."""
         self.counters["packets"] += 1
-        if pkttype == _PACKET_OUTGOING:
-            self.counters["skipped"] += 1
-            return 0
         try:
             datagram = extract_udp_datagram(packet)
             if datagram is None or datagram.src_port != 53:
@@ -1112,41 +1008,3 @@ class DnsSnooper:
             self.resolver.learn(address, name)
         self.counters["learned"] += len(pairs)
         return len(pairs)
-
-    def _warn_off(self, reason: str) -> None:
-        if not self._warned:
-            self._warned = True
-            log.warning("DNS snooping is off: %s; host names come from reverse lookups only", reason)
-
-    def _run(self, socks: list[socket.socket]) -> None:
-        consecutive_errors = 0
-        while not self._stop.is_set():
-            try:
-                ready, _, _ = select.select(socks, [], [], self.read_timeout)
-            except (OSError, ValueError):  # closed under us
-                break
-            for sock in ready:
-                try:
-                    packet, address = sock.recvfrom(65535)
-                except BlockingIOError:
-                    continue
-                except OSError as exc:
-                    if self._stop.is_set():
-                        return
-                    consecutive_errors += 1
-                    self.counters["read_errors"] += 1
-                    if consecutive_errors >= 100:
-                        log.warning("DNS snooping stops after repeated read errors: %s", exc)
-                        return
-                    time.sleep(0.05)
-                    continue
-                self._handle(packet, address)
-                consecutive_errors = 0
-
-    def _handle(self, packet: bytes, address: tuple[Any, ...]) -> None:
-        try:
-            pkttype = int(address[2]) if len(address) > 2 else 0
-            self.handle_packet(packet, pkttype)
-        except Exception:  # never let one packet kill the thread
-            self.counters["bad_packets"] += 1
-            log.debug("unexpected error on a captured packet", exc_info=True)

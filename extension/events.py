@@ -156,6 +156,7 @@ def decode_flow_value(raw: bytes, ns_per_tick: float) -> FlowCounters:
 
 RECORD_SOCK_STATE = 1
 RECORD_PROCESS = 2
+RECORD_DNS = 3
 
 # struct record_header { u32 kind; u32 size; }
 RECORD_HEADER = struct.Struct("<II")
@@ -168,6 +169,9 @@ SOCK_STATE = struct.Struct("<IIQQIIHBxiiHH16s16s16s")
 PATH_DEPTH = 12
 NAME_LEN = 64
 PROCESS = struct.Struct(f"<IIQQIIIIQqQ16sH6x{PATH_DEPTH * NAME_LEN}s")
+# struct dns_record { header; u32 len; u32 wire_len; u8 packet[DNS_MAX]; u8 pad[4]; }
+DNS_MAX = 1500
+DNS = struct.Struct(f"<IIII{DNS_MAX}s4x")
 
 # TCP states (include/net/tcp_states.h)
 TCP_ESTABLISHED = 1
@@ -219,7 +223,19 @@ class ProcessRecord:
     exe_path: str  # rebuilt from dentries in the kernel; relative to the mount it lives on
 
 
-Record = SockStateRecord | ProcessRecord
+@dataclass(frozen=True, slots=True)
+class DnsRecord:
+    """A DNS answer this host received (UDP from port 53), from its IP header on."""
+
+    packet: bytes
+    wire_len: int  # the packet's full length; more than len(packet) when the kernel cut it
+
+    @property
+    def truncated(self) -> bool:
+        return self.wire_len > len(self.packet)
+
+
+Record = SockStateRecord | ProcessRecord | DnsRecord
 
 
 def _decode_path(depth: int, names: bytes) -> str:
@@ -285,6 +301,13 @@ def decode_record(raw: bytes) -> Record:
             exe_size=size_,
             exe_path=_decode_path(depth, names),
         )
+    if kind == RECORD_DNS:
+        if len(raw) < DNS.size:
+            raise DecodeError(f"DNS record of {len(raw)} bytes, expected {DNS.size}")
+        _, _, length, wire_len, packet = DNS.unpack_from(raw)
+        if not 0 < length <= DNS_MAX or wire_len < length:
+            raise DecodeError(f"DNS record with impossible lengths {length}/{wire_len}")
+        return DnsRecord(packet=packet[:length], wire_len=wire_len)
     raise DecodeError(f"ring-buffer record of unknown kind {kind}")
 
 

@@ -62,6 +62,7 @@ def make_agent(data_dir: Path, bpf_object: Path, **overrides: object) -> Agent:
             on_record=on_record,  # type: ignore[arg-type]
             map_entries=4096,
             exclude_loopback=settings.exclude_loopback,
+            dns=settings.dns_snoop,
         )
 
     collector = Collector(settings=settings, store=store, source_factory=factory)
@@ -318,3 +319,47 @@ def test_map_evictions_are_counted(data_dir: Path, bpf_object: Path) -> None:
         assert source.stats().map_evictions == drain.evictions
     finally:
         source.close()
+
+
+def test_dns_answers_teach_host_names(data_dir: Path, bpf_object: Path) -> None:
+    """A DNS answer delivered to a local socket reaches the agent through the cgroup ingress program;
+    the name the client asked for (not the CNAME target) is learnt for the answered address."""
+    import socket  # noqa: PLC0415
+
+    import dns.message  # noqa: PLC0415
+    import dns.rrset  # noqa: PLC0415
+
+    agent = make_agent(data_dir, bpf_object, dns_snoop=True)
+    try:
+        server = None
+        for host in ("127.0.0.1", "127.0.0.2", "127.0.0.3"):
+            candidate = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                candidate.bind((host, 53))
+            except OSError:
+                candidate.close()
+                continue
+            server = candidate
+            break
+        if server is None:
+            pytest.skip("port 53 is taken on every loopback address tried")
+        with server, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.bind((server.getsockname()[0], 0))
+            query = dns.message.make_query("www.example.test", "A")
+            answer = dns.message.make_response(query)
+            answer.answer.append(
+                dns.rrset.from_text("www.example.test.", 60, "IN", "CNAME", "edge.cdn.test.")
+            )
+            answer.answer.append(dns.rrset.from_text("edge.cdn.test.", 60, "IN", "A", "203.0.113.9"))
+            server.sendto(answer.to_wire(), client.getsockname())
+            client.settimeout(5)
+            client.recv(4096)
+        end = time.monotonic() + 5
+        while time.monotonic() < end and agent.collector.hostnames.lookup("203.0.113.9") == "":
+            agent.collector.source.poll(100)
+        assert agent.collector.hostnames.lookup("203.0.113.9") == "www.example.test"
+        assert agent.collector.dns.counters["learned"] >= 1
+        assert agent.collector.dns.counters["bad_packets"] == 0
+    finally:
+        agent.collector.close()
+        agent.store.close()

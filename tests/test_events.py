@@ -187,9 +187,9 @@ def test_c_layouts_match_the_python_formats(tmp_path: Path) -> None:
     probe.write_text(
         "#include <linux/types.h>\n#include <stdio.h>\n"
         f'#include "{HEADER}"\n'
-        'int main(void) { printf("%zu %zu %zu %zu %zu\\n", sizeof(struct pnf_flow_key),'
+        'int main(void) { printf("%zu %zu %zu %zu %zu %zu\\n", sizeof(struct pnf_flow_key),'
         " sizeof(struct pnf_flow_value), sizeof(struct pnf_sock_state), sizeof(struct pnf_process),"
-        " __builtin_offsetof(struct pnf_process, names)); return 0; }\n"
+        " __builtin_offsetof(struct pnf_process, names), sizeof(struct pnf_dns)); return 0; }\n"
     )
     binary = tmp_path / "probe"
     subprocess.run(["gcc", "-o", str(binary), str(probe)], check=True)
@@ -198,4 +198,26 @@ def test_c_layouts_match_the_python_formats(tmp_path: Path) -> None:
         for x in subprocess.run([str(binary)], capture_output=True, text=True, check=True).stdout.split()
     ]
     names_offset = PROCESS.size - events.PATH_DEPTH * events.NAME_LEN
-    assert sizes == [FLOW_KEY.size, FLOW_VALUE.size, SOCK_STATE.size, PROCESS.size, names_offset]
+    assert sizes == [
+        FLOW_KEY.size,
+        FLOW_VALUE.size,
+        SOCK_STATE.size,
+        PROCESS.size,
+        names_offset,
+        events.DNS.size,
+    ]
+
+
+def test_dns_record() -> None:
+    packet = b"\x45" + b"\x00" * 59
+    raw = events.DNS.pack(events.RECORD_DNS, events.DNS.size, len(packet), len(packet), packet)
+    record = decode_record(raw)
+    assert isinstance(record, events.DnsRecord)
+    assert record.packet == packet and not record.truncated
+    cut = events.DNS.pack(events.RECORD_DNS, events.DNS.size, events.DNS_MAX, 4000, b"\x45" * events.DNS_MAX)
+    record = decode_record(cut)
+    assert isinstance(record, events.DnsRecord) and record.truncated
+    for length, wire in ((0, 0), (events.DNS_MAX + 1, 9000), (100, 99)):
+        bad = events.DNS.pack(events.RECORD_DNS, events.DNS.size, length, wire, b"")
+        with pytest.raises(DecodeError, match="impossible lengths"):
+            decode_record(bad)

@@ -6,6 +6,7 @@
 #define PNF_PATH_DEPTH 12
 #define PNF_NAME_LEN 64
 #define PNF_COMM_LEN 16
+#define PNF_DNS_MAX 1500 /* bytes of a DNS answer packet (from the IP header) passed up */
 
 /* Counters in the per-CPU array `counters` (user space sums the CPUs). */
 enum pnf_counter {
@@ -15,12 +16,14 @@ enum pnf_counter {
 	PNF_C_UPDATE_FAILED = 3,  /* map update failed for another reason than a concurrent insert */
 	PNF_C_UDP_NO_PEER = 4,    /* unconnected UDP traffic whose peer was not learnt (recv() without an address) */
 	PNF_C_EVENTS = 5,         /* traffic calls counted (every send and receive seen) */
-	PNF_C_MAX = 6,
+	PNF_C_DNS_TRUNCATED = 6,  /* DNS answers longer than PNF_DNS_MAX: cut, names may be missed */
+	PNF_C_MAX = 7,
 };
 
 enum pnf_record_kind {
 	PNF_RECORD_SOCK_STATE = 1,
 	PNF_RECORD_PROCESS = 2,
+	PNF_RECORD_DNS = 3,
 };
 
 struct pnf_control {
@@ -90,6 +93,15 @@ struct pnf_process {
 	__u16 depth;    /* path components in names[], from the file up to the root */
 	__u8 pad[6];
 	char names[PNF_PATH_DEPTH][PNF_NAME_LEN];
+};
+
+/* A DNS answer received by this host (UDP from port 53), from its IP header on. */
+struct pnf_dns {
+	struct pnf_record_header hdr;
+	__u32 len;      /* bytes in packet[] */
+	__u32 wire_len; /* the packet's full length */
+	__u8 packet[PNF_DNS_MAX];
+	__u8 pad[4];
 };
 
 #endif

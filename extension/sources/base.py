@@ -38,6 +38,7 @@ class SourceStats:
     ringbuf_lost: int
     update_failed: int
     udp_no_peer: int
+    dns_truncated: int  # DNS answers too long to pass up whole (names in the cut part are missed)
     record_decode_errors: int
     hooks: tuple[str, ...] = ()  # attached programs, for status
 

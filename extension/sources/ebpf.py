@@ -35,6 +35,7 @@ HOOK_SETS: dict[str, tuple[str, ...]] = {
     "tracepoint": ("tp_btf/sock_send_length", "tp_btf/sock_recv_length", "cgroup/"),
 }
 LIFECYCLE_SECTIONS = ("tp_btf/inet_sock_set_state",)
+DNS_SECTIONS = ("cgroup_skb/ingress",)
 
 # enum pnf_counter in netflow.h
 C_INSERTS = (0, 1)
@@ -42,7 +43,8 @@ C_RINGBUF_LOST = 2
 C_UPDATE_FAILED = 3
 C_UDP_NO_PEER = 4
 C_EVENTS = 5
-C_MAX = 6
+C_DNS_TRUNCATED = 6
+C_MAX = 7
 
 CONTROL = struct.Struct("<II")
 VALUE_CLOCK = struct.Struct("<QQ")  # first_ns, first_jiffies inside struct pnf_flow_value
@@ -139,7 +141,9 @@ class EbpfSource:
         exclude_loopback: bool = False,
         on_record: RecordHandler | None = None,
         hook_sets: tuple[str, ...] = ("fexit", "tracepoint"),
+        dns: bool = False,
     ) -> None:
+        """``dns``: also pass DNS answers up (a cgroup ingress program; see netflow.bpf.c)."""
         preflight()
         self.libbpf = get_libbpf()
         self._final_stats: SourceStats | None = None
@@ -157,6 +161,7 @@ class EbpfSource:
         self._ncpus = self.libbpf.num_possible_cpus()
         self.ticks = TickClock(configured_hz())
         self.hooks: tuple[str, ...] = ()
+        self._dns = dns
         last_error: BpfCallError | None = None
         for hook_set in hook_sets:
             try:
@@ -188,7 +193,7 @@ class EbpfSource:
     ) -> None:
         obj = BpfObject(self.libbpf, path)
         self._obj = obj
-        prefixes = HOOK_SETS[hook_set] + LIFECYCLE_SECTIONS
+        prefixes = HOOK_SETS[hook_set] + LIFECYCLE_SECTIONS + (DNS_SECTIONS if self._dns else ())
         chosen = obj.set_autoload(lambda _name, section: section.startswith(prefixes))
         for name in ("flows_0", "flows_1"):
             obj.set_max_entries(name, map_entries)
@@ -205,7 +210,7 @@ class EbpfSource:
         programs = obj.programs()
         for name in chosen:
             section = obj.section(programs[name])
-            if section.startswith("cgroup/"):
+            if section.startswith(("cgroup/", "cgroup_skb/")):
                 if self._cgroup_fd < 0:
                     self._cgroup_fd = os.open(cgroup2_mount(), os.O_RDONLY | os.O_DIRECTORY)
                 obj.attach(name, cgroup_fd=self._cgroup_fd)
@@ -369,6 +374,7 @@ class EbpfSource:
             ringbuf_lost=counters[C_RINGBUF_LOST],
             update_failed=counters[C_UPDATE_FAILED],
             udp_no_peer=counters[C_UDP_NO_PEER],
+            dns_truncated=counters[C_DNS_TRUNCATED],
             record_decode_errors=self._record_decode_errors,
             hooks=self.hooks,
         )
