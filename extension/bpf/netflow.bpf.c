@@ -486,7 +486,14 @@ int dns_answers(struct __sk_buff *skb)
 {
 	__u8 protocol = 0;
 	__u32 l4 = 0;
+	struct bpf_sock *sk = skb->sk;
 
+	/* the receiving socket says UDP or not before any packet byte is read: TCP leaves here */
+	if (!sk)
+		return 1;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk || sk->protocol != IPPROTO_UDP)
+		return 1;
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		__u8 version_ihl = 0;
 
