@@ -93,6 +93,7 @@ class Collector:
         self.drains = 0
         self.last_drain_seconds = 0.0
         self._last_prune = 0.0
+        self._reported: dict[str, int] = {}
         self.source = source_factory(self._on_record)
 
     # --- records from the kernel -----------------------------------------------------------------
@@ -117,37 +118,37 @@ class Collector:
 
     # --- enrichment ------------------------------------------------------------------------------
 
-    def _process_fields(self, owner: Owner) -> dict[str, object]:
-        if owner.pid == 0:
-            return {"pid": 0, "process_name": owner.comm, "uid": owner.uid, "username": ""}
-        info = self.processes.lookup(owner.pid, owner.comm)
-        return {
-            "pid": owner.pid,
-            "process_name": info.name or owner.comm,
-            "process_path": info.path,
-            "process_sha256": info.sha256,
-            "process_start_time": info.start_time,
-            "parent_pid": info.parent_pid,
-            "cmdline": info.cmdline,
-            "uid": owner.uid,
-            "username": self.users.lookup(owner.uid),
-        }
-
-    def _address_fields(
-        self, local: str, local_port: int, remote: str, remote_port: int, protocol: str
-    ) -> dict[str, object]:
-        return {
-            "local_hostname": local_hostname(local),
-            "remote_hostname": self.hostnames.lookup(remote) if remote_port else "",
-            "community_id": community_id(protocol, local, local_port, remote, remote_port)
-            if remote_port and local_port
-            else "",
-        }
+    def _enrich(self, event: SocketEvent, owner: Owner) -> SocketEvent:
+        """Fill in the process, user, host names and Community ID (all cached; never blocks)."""
+        event.uid = owner.uid
+        if owner.pid:
+            info = self.processes.lookup(owner.pid, owner.comm, uid=owner.uid)
+            event.process_name = info.name or owner.comm
+            event.process_path = info.path
+            event.process_sha256 = info.sha256
+            event.process_start_time = info.start_time
+            event.parent_pid = info.parent_pid
+            event.cmdline = info.cmdline
+            event.username = self.users.lookup(owner.uid)
+        event.local_hostname = local_hostname(event.local_address)
+        if event.remote_port:
+            event.remote_hostname = self.hostnames.lookup(event.remote_address)
+            if event.local_port:
+                event.community_id = community_id(
+                    event.protocol,
+                    event.local_address,
+                    event.local_port,
+                    event.remote_address,
+                    event.remote_port,
+                )
+        return event
 
     def _lifecycle_event(self, row: LifecycleRow) -> SocketEvent:
-        return SocketEvent(
+        event = SocketEvent(
             time=int(row.time),
             activity=row.activity,
+            pid=row.owner.pid,
+            process_name=row.owner.comm,
             protocol=row.protocol,
             family=row.family,
             local_address=row.local_address,
@@ -157,17 +158,16 @@ class Collector:
             direction=row.direction,
             first_seen=row.time,
             last_seen=row.time,
-            **self._process_fields(row.owner),  # type: ignore[arg-type]
-            **self._address_fields(  # type: ignore[arg-type]
-                row.local_address, row.local_port, row.remote_address, row.remote_port, row.protocol
-            ),
         )
+        return self._enrich(event, row.owner)
 
     def _traffic_event(self, row: TrafficRow) -> SocketEvent:
         key, counters = row.key, row.counters
-        return SocketEvent(
+        event = SocketEvent(
             time=int(row.time_last),
             activity=Activity.DATA,
+            pid=key.pid,
+            process_name=key.comm,
             protocol=key.protocol,
             family=key.shown_family,
             local_address=key.local_address,
@@ -181,11 +181,8 @@ class Collector:
             receives=counters.receives,
             first_seen=row.time_first,
             last_seen=row.time_last,
-            **self._process_fields(Owner(key.pid, key.uid, key.comm)),  # type: ignore[arg-type]
-            **self._address_fields(  # type: ignore[arg-type]
-                key.local_address, key.local_port, key.remote_address, key.remote_port, key.protocol
-            ),
         )
+        return self._enrich(event, Owner(key.pid, key.uid, key.comm))
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -209,10 +206,11 @@ class Collector:
             rows.append(self._traffic_event(row))
         written = self.store.insert_batch(rows)
         if drain.evictions:
-            log.warning("%d flow entries were evicted from the full kernel map", drain.evictions)
-            self.store.add_counter("map_evictions", drain.evictions)
-        if drain.decode_errors:
-            self.store.add_counter("decode_errors", drain.decode_errors)
+            log.warning(
+                "%d flow entries were evicted from the full kernel map (raise EXTENSION_MAP_ENTRIES)",
+                drain.evictions,
+            )
+        self._persist_losses(drain.evictions, drain.decode_errors)
         now = self.clock()
         self.flows_written += self.store.aggregate(
             now=now, grace_seconds=self.settings.grace_seconds, include_open=final
@@ -228,6 +226,25 @@ class Collector:
         self.drains += 1
         self.last_drain_seconds = time.monotonic() - started
         return written
+
+    def _persist_losses(self, evictions: int, decode_errors: int) -> None:
+        """Add what was lost or skipped since the last drain to the persisted counters."""
+        stats = self.source.stats()
+        current = {
+            "ringbuf_lost": stats.ringbuf_lost,
+            "map_update_failed": stats.update_failed,
+            "udp_no_peer": stats.udp_no_peer,
+            "dns_truncated": stats.dns_truncated,
+            "record_decode_errors": stats.record_decode_errors,
+            "unattributed_accepts": self.tracker.unattributed,
+        }
+        deltas = {name: value - self._reported.get(name, 0) for name, value in current.items()}
+        deltas["map_evictions"] = evictions
+        deltas["decode_errors"] = decode_errors
+        for name, delta in deltas.items():
+            if delta > 0:
+                self.store.add_counter(name, delta)
+        self._reported = current
 
     def run(
         self, *, duration: float | None = None, on_tick: Callable[[Collector], None] | None = None
