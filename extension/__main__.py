@@ -80,6 +80,27 @@ needs root (BPF), a kernel with BTF, libbpf1; clang, llvm and bpftool to build t
 """
 
 
+def _common_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """Options accepted before and after the command; after it, they only override when given."""
+
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--config", type=Path, default=default(None), help="settings file (TOML, or JSON by its .json suffix)"
+    )
+    parser.add_argument("--data-dir", type=Path, default=default(None), help="overrides EXTENSION_DATA_DIR")
+    parser.add_argument(
+        "--window-seconds", type=int, default=default(None), help="overrides EXTENSION_WINDOW_SECONDS"
+    )
+    parser.add_argument(
+        "--exclude-loopback", action="store_true", default=default(None), help="ignore loopback traffic"
+    )
+    parser.add_argument(
+        "--log-level", default=default(os.environ.get("EXTENSION_LOG_LEVEL", "info")), help="debug, info, ..."
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m extension",
@@ -88,17 +109,14 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", type=Path, help="settings file (TOML, or JSON by its .json suffix)")
-    parser.add_argument("--data-dir", type=Path, help="overrides EXTENSION_DATA_DIR")
-    parser.add_argument("--window-seconds", type=int, help="overrides EXTENSION_WINDOW_SECONDS")
-    parser.add_argument(
-        "--exclude-loopback", action="store_true", default=None, help="ignore loopback traffic"
-    )
-    parser.add_argument("--log-level", default=os.environ.get("EXTENSION_LOG_LEVEL", "info"))
+    _common_options(parser, defaults=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _common_options(common, defaults=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
 
     run = commands.add_parser(
         "run",
+        parents=[common],
         help="the long-running agent: capture, store, aggregate, prune",
         description="Capture until SIGTERM/SIGINT, then drain and aggregate what is open and exit.",
     )
@@ -108,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
 
     capture = commands.add_parser(
         "capture",
+        parents=[common],
         help="capture for N seconds and print the flows",
         description="Attach, capture for N seconds into a temporary database, print the flows, detach.",
     )

@@ -229,6 +229,9 @@ def test_failed_connect(running_agent: Agent) -> None:
         rows = lifecycle_rows(running_agent.database, pid)
     assert [r["activity"] for r in rows] == ["connect_failed"]
     assert rows[0]["remote_port"] == port and rows[0]["direction"] == "outbound"
+    # it never sent a byte and exited at once: the process facts come from its connect()
+    assert rows[0]["process_path"] == PYTHON and rows[0]["process_sha256"] == python_sha256()
+    assert rows[0]["process_start_time"] > 0
 
 
 def test_short_lived_process_exits_before_the_drain(data_dir: Path, bpf_object: Path) -> None:

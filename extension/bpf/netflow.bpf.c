@@ -556,6 +556,14 @@ int BPF_PROG(on_sock_set_state, const struct sock *sk, const int oldstate, const
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
+	if (newstate == BPF_TCP_SYN_SENT || newstate == BPF_TCP_LISTEN) {
+		/* process context: report the process now, before its state record, so that a process
+		 * that only connects (a refused connect, a scan) and exits at once keeps its path and hash */
+		__u64 id = bpf_get_current_pid_tgid();
+
+		report_process(bpf_get_current_task_btf(), id >> 32, (__u32)bpf_get_current_uid_gid(),
+			       bpf_ktime_get_ns());
+	}
 
 	struct pnf_sock_state *rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
 	if (!rec) {
