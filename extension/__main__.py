@@ -61,6 +61,7 @@ examples:
   python -m extension capture --seconds 5 --format json    one JSON object per flow and line
   python -m extension run                                  the long-running agent (SIGTERM stops it)
   python -m extension run --live --window-seconds 10       ... with a live per-process summary
+  python -m extension status                               rows, watermark and loss counters (JSON)
   EXTENSION_DATA_DIR=/tmp/nf python -m extension run       keep the database somewhere else
 
 settings (environment, or the same names in a TOML/JSON file given by EXTENSION_CONFIG or --config):
@@ -132,6 +133,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     capture.add_argument("--seconds", type=float, default=10.0, help="how long to capture (default 10)")
     capture.add_argument("--format", choices=("table", "json"), default="table")
+
+    commands.add_parser(
+        "status",
+        parents=[common],
+        help="what the database holds: rows, the aggregation watermark and every loss counter",
+        description="Read the agent's database (no capture, no root needed) and print its state as JSON.",
+    )
     return parser
 
 
@@ -303,6 +311,26 @@ def cmd_capture(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from extension.collector import LOSS_COUNTERS  # noqa: PLC0415
+
+    settings = _settings(args)
+    if not settings.database_path.exists():
+        raise StoreError(
+            f"no agent database at {settings.database_path}; "
+            "start the agent (python -m extension run) or point EXTENSION_DATA_DIR at its data directory"
+        )
+    with Store(settings.database_path, window_seconds=settings.window_seconds) as store:
+        state = {
+            "database": str(settings.database_path),
+            "rows": store.row_counts(),
+            "aggregated_until": store.watermark(),
+            "counters": {name: 0 for name in LOSS_COUNTERS} | store.counters(),
+        }
+    sys.stdout.write(json.dumps(state, indent=2) + "\n")
+    return 0
+
+
 def _build_into(base: Settings) -> Path:
     from extension.bpf.build import build_object  # noqa: PLC0415
     from extension.sources.ebpf import preflight  # noqa: PLC0415
@@ -320,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    commands = {"run": cmd_run, "capture": cmd_capture}
+    commands = {"run": cmd_run, "capture": cmd_capture, "status": cmd_status}
     try:
         return commands[args.command](args)
     except (CaptureError, StoreError, SettingsError) as exc:

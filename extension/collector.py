@@ -33,6 +33,19 @@ from extension.tracker import LifecycleRow, Owner, Tracker, TrafficRow
 log = logging.getLogger(__name__)
 
 LOOPBACK_PREFIXES = ("127.", "::1")
+
+# Every counter of lost, cut or unattributed data the agent persists (docs/endpoint.md, "Losses").
+LOSS_COUNTERS = (
+    "map_evictions",
+    "ringbuf_lost",
+    "map_update_failed",
+    "udp_no_peer",
+    "dns_truncated",
+    "decode_errors",
+    "record_decode_errors",
+    "unattributed_accepts",
+    "late_rows",
+)
 TCP_LISTEN_HEX = "0A"
 
 

@@ -43,7 +43,7 @@ class Agent:
     thread: threading.Thread | None = None
 
 
-def make_agent(data_dir: Path, bpf_object: Path, **overrides: object) -> Agent:
+def make_agent(data_dir: Path, bpf_object: Path, map_entries: int = 4096, **overrides: object) -> Agent:
     values: dict[str, object] = {
         "data_dir": data_dir,
         "bpf_object": bpf_object,
@@ -60,7 +60,7 @@ def make_agent(data_dir: Path, bpf_object: Path, **overrides: object) -> Agent:
         return EbpfSource(
             bpf_object,
             on_record=on_record,  # type: ignore[arg-type]
-            map_entries=4096,
+            map_entries=map_entries,
             exclude_loopback=settings.exclude_loopback,
             dns=settings.dns_snoop,
         )
@@ -366,3 +366,36 @@ def test_dns_answers_teach_host_names(data_dir: Path, bpf_object: Path) -> None:
     finally:
         agent.collector.close()
         agent.store.close()
+
+
+def test_losses_are_persisted_and_shown_by_status(data_dir: Path, bpf_object: Path) -> None:
+    """Evictions from a flood of UDP peers reach the database's counters, which `status` prints."""
+    import socket  # noqa: PLC0415
+
+    agent = make_agent(data_dir, bpf_object, map_entries=1024)
+    try:
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink,
+        ):
+            sink.bind(("127.0.0.1", 0))
+            for index in range(3000):
+                sock.sendto(b"x", (f"127.0.{index // 250}.{index % 250 + 1}", sink.getsockname()[1]))
+        agent.collector.drain_once()
+        evicted = agent.collector.status().source.map_evictions
+        assert evicted > 0
+        assert agent.store.counters()["map_evictions"] == evicted
+    finally:
+        agent.collector.close()
+        agent.store.close()
+    shown = subprocess.run(
+        [sys.executable, "-m", "extension", "--data-dir", str(data_dir), "status"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    status = json.loads(shown.stdout)
+    assert status["counters"]["map_evictions"] == evicted
+    assert status["counters"]["ringbuf_lost"] == 0
+    assert status["rows"]["socket_events"] > 0
