@@ -1,23 +1,29 @@
 """Agent CPU and memory: the real agent (python -m extension run) while the loopback workload
 (bench/workload.py) runs paced at given rates, against the same agent left idle, in the same run.
 
-    sudo .venv/bin/python bench/agent_resources.py --rounds 3 --rates 10000 100000 --seconds 15
+    sudo .venv/bin/python bench/agent_resources.py --rounds 3 --rates 10000 100000 --flows 250
 
 Per round, each mode in turn (rotated, so drift on a shared machine hits all alike), each with a fresh
 agent and a fresh database:
-  idle        the agent attached, no workload, for --seconds
-  <rate>/s    the workload paced at that many sends per second: 64-byte sends, TCP then UDP, half
-              each (workload.py paces its TCP and UDP loops one after the other, each at its share
-              of --rate: with equal counts and --rate 2x the target both loops run at the target)
-Measured: the agent's CPU time (utime + stime of all its threads, /proc/<pid>/stat) over the wall time
-of the workload process, its RSS before the workload and its peak RSS (VmHWM) at the end, the rows it
-wrote per second; and the workload's own CPU (sender and sink, from wait4) and the rate it reached.
+  idle         the agent attached, no workload, for --seconds
+  <rate>/s     the workload paced at that many sends per second: 64-byte sends, TCP then UDP, half
+               each (workload.py paces its TCP and UDP loops one after the other, each at its share
+               of --rate: with equal counts and --rate 2x the target both loops run at the target)
+  <n> flows    n connected UDP sockets each sending one 64-byte datagram per second to one sink in the
+               same process: about 2n kernel counters (sender and sink side) to drain every second.
+               The agent's work scales with the counters it drains, not with the sends (the kernel
+               adds those up), so this mode measures its cost per raw row.
+Measured: the agent's CPU time (utime + stime of all its threads, /proc/<pid>/stat; schedstat as a
+finer cross-check) over the wall time of the workload process, its RSS before the workload and its
+peak RSS (VmHWM) at the end, the rows it wrote per second (machine-wide: it sees all traffic); and
+the workload's own CPU (the process and its reaped children, from wait4) and the rate it reached.
 
 The number of sends per run is --seconds times the rate, capped by the flat-out rate of the workload
 measured first (without the agent), so that a rate the workload cannot reach still lasts --seconds.
 
-With ``--profile DIR`` one more run at the first rate is made with the agent under cProfile (main
-thread: the drain loop); the top functions by own and cumulative time are added to the result.
+With ``--profile DIR`` one more run at the first rate (or with --flows, of the flows mode) is made
+with the agent under cProfile (CPU time of the main thread, which runs the drain loop); the top
+functions by own and cumulative time are added to the result.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import json
 import os
 import pstats
 import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -35,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,13 +193,11 @@ def memory_mb(pid: int) -> dict[str, float]:
     return found
 
 
-def run_workload(tcp: int, udp: int, rate: float | None) -> dict[str, float]:
-    """bench/workload.py to completion; its JSON plus wall time and CPU of the process tree (wait4)."""
-    command = [PYTHON, str(ROOT / "bench" / "workload.py"), "--tcp", str(tcp), "--udp", str(udp)]
-    if rate is not None:
-        command += ["--rate", str(rate)]
+def run_measured(command: list[str]) -> dict[str, float]:
+    """A workload command to completion: its JSON line, plus wall time and the CPU of the process and
+    its reaped children (wait4)."""
     started = time.perf_counter()
-    # its own process group, so that an interrupted run takes the sink child down too
+    # its own process group, so that an interrupted run takes its children down too
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         assert process.stdout is not None
@@ -204,12 +210,52 @@ def run_workload(tcp: int, udp: int, rate: float | None) -> dict[str, float]:
     process.returncode = os.waitstatus_to_exitcode(status)
     process.stdout.close()
     if process.returncode != 0:
-        raise RuntimeError(f"the workload failed (exit {process.returncode})")
+        raise RuntimeError(f"the workload failed (exit {process.returncode}): {command}")
     result: dict[str, float] = json.loads(out)
     result["wall_seconds"] = wall
-    # the sink is a child of the workload, joined before it exits: wait4 includes it
     result["tree_cpu_seconds"] = usage.ru_utime + usage.ru_stime
     return result
+
+
+def run_workload(tcp: int, udp: int, rate: float | None) -> dict[str, float]:
+    """bench/workload.py (its sink child is joined before it exits, so wait4 includes it)."""
+    command = [PYTHON, str(ROOT / "bench" / "workload.py"), "--tcp", str(tcp), "--udp", str(udp)]
+    if rate is not None:
+        command += ["--rate", str(rate)]
+    return run_measured(command)
+
+
+def flows_workload(count: int, seconds: float) -> None:
+    """``count`` connected UDP sockets, each sending one datagram per second (spread over the second in
+    10 slices) to one sink socket that reads them all; prints one JSON line."""
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sink.setblocking(False)
+    senders = []
+    for _ in range(count):
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sender.connect(sink.getsockname())
+        senders.append(sender)
+    payload = b"x" * 64
+    slices = [senders[i::10] for i in range(10)]
+    sends = received = 0
+    start = time.perf_counter()
+    tick = 0
+    while time.perf_counter() - start < seconds:
+        for sender in slices[tick % 10]:
+            sender.send(payload)
+            sends += 1
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                sink.recv(2048)
+                received += 1
+        tick += 1
+        delay = start + tick / 10 - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    elapsed = time.perf_counter() - start
+    print(json.dumps({"flows": count, "sends": sends, "received": received, "seconds": elapsed}))
 
 
 def count_rows(database: Path, since: float, until: float) -> int:
@@ -222,10 +268,27 @@ def count_rows(database: Path, since: float, until: float) -> int:
         conn.close()
 
 
-def measure(
-    args: argparse.Namespace, mode: str, rate: float | None, sends: int, data_dir: Path
-) -> dict[str, float]:
-    """One fresh agent: settle, measure over the workload (or over --seconds of idling), stop."""
+@dataclass(frozen=True)
+class Mode:
+    name: str  # "idle", "10000/s", "250 flows"
+    kind: str  # idle | sends | flows
+    value: float = 0  # sends per second, or flows
+    sends: int = 0  # sends per run (kind sends)
+
+    def run(self, seconds: float) -> dict[str, float]:
+        """The workload of this mode (nothing for idle); its figures and wall_seconds."""
+        if self.kind == "sends":
+            return run_workload(self.sends // 2, self.sends - self.sends // 2, 2 * self.value)
+        if self.kind == "flows":
+            command = [PYTHON, str(Path(__file__).resolve()), "--flows-workload", str(int(self.value))]
+            return run_measured([*command, "--seconds", str(seconds)])
+        started = time.perf_counter()
+        time.sleep(seconds)
+        return {"wall_seconds": time.perf_counter() - started}
+
+
+def measure(args: argparse.Namespace, mode: Mode, data_dir: Path) -> dict[str, float]:
+    """One fresh agent: settle, measure over the mode's workload, stop."""
     agent = AgentProcess(data_dir, args.bpf_object, agent_root=args.agent_root)
     try:
         time.sleep(SETTLE_SECONDS)
@@ -233,14 +296,8 @@ def measure(
         cpu_before = cpu_seconds(agent.pid)
         ns_cpu_before = thread_cpu_seconds(agent.pid)
         epoch_start = time.time()
-        started = time.perf_counter()
-        if rate is None:
-            time.sleep(args.seconds)
-            workload: dict[str, float] = {}
-            wall = time.perf_counter() - started
-        else:
-            workload = run_workload(sends // 2, sends - sends // 2, 2 * rate)
-            wall = workload["wall_seconds"]
+        workload = mode.run(args.seconds)
+        wall = workload["wall_seconds"]
         cpu_used = cpu_seconds(agent.pid) - cpu_before
         ns_cpu_used = thread_cpu_seconds(agent.pid) - ns_cpu_before
         memory = memory_mb(agent.pid)
@@ -261,58 +318,52 @@ def measure(
         "agent_peak_rss_mb": memory["VmHWM"],
         "raw_rows_per_s": raw / counted_seconds,
     }
-    if workload:
-        result.update(
-            {
-                "achieved_sends_per_s": sends / workload["seconds"],
-                "workload_cpu_pct": 100 * workload["tree_cpu_seconds"] / wall,
-                "sender_cpu_pct": 100 * workload["cpu_seconds"] / workload["seconds"],
-            }
-        )
+    shown = ""
+    if mode.kind != "idle":
+        result["workload_cpu_pct"] = 100 * workload["tree_cpu_seconds"] / wall
+        sends = workload.get("sends", workload.get("tcp_sends", 0) + workload.get("udp_sends", 0))
+        result["achieved_sends_per_s"] = sends / workload["seconds"]
+        shown = f", workload {result['workload_cpu_pct']:.0f}% CPU at {result['achieved_sends_per_s']:.0f}/s"
+    if mode.kind == "sends":
+        result["sender_cpu_pct"] = 100 * workload["cpu_seconds"] / workload["seconds"]
     log(
-        f"  {mode:>9}: agent {result['agent_cpu_pct']:.2f}% CPU, peak RSS {memory['VmHWM']:.1f} MB"
-        + (
-            f", workload {result['workload_cpu_pct']:.0f}% CPU at {result['achieved_sends_per_s']:.0f}/s"
-            if workload
-            else ""
-        )
-        + f" ({hook_set})"
+        f"  {mode.name:>10}: agent {result['agent_cpu_pct']:.2f}% CPU, peak RSS {memory['VmHWM']:.1f} MB, "
+        f"{result['raw_rows_per_s']:.0f} raw rows/s{shown} ({hook_set})"
     )
     return result
 
 
-def profile_agent(args: argparse.Namespace, rate: float, sends: int, data_dir: Path) -> dict[str, object]:
-    """The agent under cProfile during one workload run: the top functions of its main thread by CPU."""
-    out = args.profile / f"agent-{int(rate)}.prof"
+def profile_agent(args: argparse.Namespace, mode: Mode, data_dir: Path) -> dict[str, object]:
+    """The agent under cProfile during one run of ``mode``: the top functions of its main thread by CPU."""
+    out = args.profile / f"agent-{mode.name.replace('/', '_').replace(' ', '_')}.prof"
     agent = AgentProcess(data_dir, args.bpf_object, agent_root=args.agent_root, profile_to=out)
     try:
         time.sleep(SETTLE_SECONDS)
-        run_workload(sends // 2, sends - sends // 2, 2 * rate)
+        mode.run(args.seconds)
     finally:
         agent.stop()
-    stats = pstats.Stats(str(out))
-    entries = stats.stats  # type: ignore[attr-defined]
-    total = sum(value[2] for value in entries.values())  # own time of every function
+    functions = pstats.Stats(str(out)).get_stats_profile().func_profiles
+    total = sum(function.tottime for function in functions.values())  # own time of every function
 
-    def top(index: int) -> list[dict[str, object]]:
-        ranked = sorted(entries.items(), key=lambda item: item[1][index], reverse=True)[: args.profile_top]
+    def top(key: str) -> list[dict[str, object]]:
+        ranked = sorted(functions.items(), key=lambda item: float(getattr(item[1], key)), reverse=True)
         return [
             {
-                "function": f"{Path(key[0]).name}:{key[1]}({key[2]})",
-                "calls": value[1],
-                "own_s": round(value[2], 3),
-                "cumulative_s": round(value[3], 3),
+                "function": f"{Path(function.file_name).name}:{function.line_number}({name})",
+                "calls": function.ncalls,
+                "own_s": round(function.tottime, 3),
+                "cumulative_s": round(function.cumtime, 3),
             }
-            for key, value in ranked
+            for name, function in ranked[: args.profile_top]
         ]
 
     log(f"profile written to {out} (python -m pstats {out})")
     return {
-        "rate": rate,
+        "mode": mode.name,
         "file": str(out),
         "main_thread_cpu_s": round(total, 3),
-        "by_own_cpu": top(2),
-        "by_cumulative_cpu": top(3),
+        "by_own_cpu": top("tottime"),
+        "by_cumulative_cpu": top("cumtime"),
     }
 
 
@@ -321,13 +372,18 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--rates", type=float, nargs="+", default=[10_000.0, 100_000.0])
+    parser.add_argument("--rates", type=float, nargs="*", default=[10_000.0, 100_000.0])
+    parser.add_argument("--flows", type=int, nargs="*", default=[250], help="flows modes (0 or more)")
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each measurement")
     parser.add_argument("--bpf-object", type=Path, help="prebuilt object (default: build into the temp dir)")
     parser.add_argument("--agent-root", type=Path, default=ROOT, help="checkout whose agent runs")
     parser.add_argument("--profile", type=Path, help="also profile the agent (cProfile) into this dir")
     parser.add_argument("--profile-top", type=int, default=15)
+    parser.add_argument("--flows-workload", type=int, help=argparse.SUPPRESS)  # internal: the workload
     args = parser.parse_args()
+    if args.flows_workload is not None:
+        flows_workload(args.flows_workload, args.seconds)
+        return
     if os.geteuid() != 0:
         sys.exit("error: the benchmark attaches BPF programs: run it as root")
     args.agent_root = args.agent_root.resolve()
@@ -344,29 +400,36 @@ def main() -> None:
         probe = run_workload(50_000, 50_000, None)
         flat_out = 100_000 / probe["seconds"]
         log(f"workload flat out, no agent: {flat_out:.0f} sends/s")
-        modes: list[tuple[str, float | None]] = [("idle", None)]
-        modes += [(f"{rate:.0f}/s", rate) for rate in args.rates]
-        sends = {mode: int(min(rate, flat_out) * args.seconds) for mode, rate in modes if rate is not None}
-        results: dict[str, list[dict[str, float]]] = {mode: [] for mode, _ in modes}
+        modes = [Mode("idle", "idle")]
+        modes += [
+            Mode(f"{rate:.0f}/s", "sends", rate, int(min(rate, flat_out) * args.seconds))
+            for rate in args.rates
+        ]
+        modes += [Mode(f"{count} flows", "flows", count) for count in args.flows]
+        results: dict[str, list[dict[str, float]]] = {mode.name: [] for mode in modes}
         for round_ in range(args.rounds):
             log(f"round {round_ + 1}/{args.rounds}")
             shift = round_ % len(modes)
-            for mode, rate in modes[shift:] + modes[:shift]:
-                data_dir = work / f"{round_}-{mode.replace('/', '_')}"
-                results[mode].append(measure(args, mode, rate, sends.get(mode, 0), data_dir))
+            for mode in modes[shift:] + modes[:shift]:
+                data_dir = work / f"{round_}-{mode.name.replace('/', '_').replace(' ', '_')}"
+                results[mode.name].append(measure(args, mode, data_dir))
         summary: dict[str, dict[str, float]] = {}
-        for mode, runs in results.items():
-            summary[mode] = {key: round(statistics.median(run[key] for run in runs), 3) for key in runs[0]}
-        idle_cpu = summary["idle"]["agent_cpu_pct"]
-        for mode, rate in modes:
-            if rate is None:
-                continue
-            figures = summary[mode]
-            figures["sends_per_run"] = sends[mode]
-            figures["agent_cpu_pct_above_idle"] = round(figures["agent_cpu_pct"] - idle_cpu, 3)
+        for name, runs in results.items():
+            summary[name] = {key: round(statistics.median(run[key] for run in runs), 3) for key in runs[0]}
+        idle = summary["idle"]
+        for mode in modes[1:]:
+            figures = summary[mode.name]
+            if mode.kind == "sends":
+                figures["sends_per_run"] = mode.sends
+            figures["agent_cpu_pct_above_idle"] = round(figures["agent_cpu_pct"] - idle["agent_cpu_pct"], 3)
             figures["agent_cpu_vs_workload_cpu"] = round(
                 figures["agent_cpu_pct"] / figures["workload_cpu_pct"], 4
             )
+            extra_rows = figures["raw_rows_per_s"] - idle["raw_rows_per_s"]
+            if mode.kind == "flows" and extra_rows > 0:
+                # CPU per drained counter, above idle (10 * pct = ms of CPU per second)
+                extra_cpu_ms = 10 * (figures["agent_cpu_pct_schedstat"] - idle["agent_cpu_pct_schedstat"])
+                figures["agent_cpu_us_per_raw_row"] = round(1000 * extra_cpu_ms / extra_rows, 1)
         result: dict[str, object] = {
             "rounds": args.rounds,
             "seconds": args.seconds,
@@ -374,22 +437,22 @@ def main() -> None:
             "workload_flat_out_sends_per_s": round(flat_out),
             "median": summary,
             "runs": {
-                mode: [{k: round(v, 3) for k, v in run.items()} for run in runs]
-                for mode, runs in results.items()
+                name: [{k: round(v, 3) for k, v in run.items()} for run in runs]
+                for name, runs in results.items()
             },
         }
-        first = next((mode for mode, rate in modes if rate == 10_000), None)
-        if first is not None:
+        at_10k = next((mode for mode in modes if mode.kind == "sends" and mode.value == 10_000), None)
+        if at_10k is not None:
             result["targets_at_10k"] = {
                 "cpu_pct": TARGET_CPU_PERCENT,
-                "cpu_met": summary[first]["agent_cpu_pct"] < TARGET_CPU_PERCENT,
+                "cpu_met": summary[at_10k.name]["agent_cpu_pct"] < TARGET_CPU_PERCENT,
                 "rss_mb": TARGET_RSS_MB,
-                "rss_met": summary[first]["agent_peak_rss_mb"] < TARGET_RSS_MB,
+                "rss_met": summary[at_10k.name]["agent_peak_rss_mb"] < TARGET_RSS_MB,
             }
-        if args.profile is not None:
+        if args.profile is not None and len(modes) > 1:
             args.profile.mkdir(parents=True, exist_ok=True)
-            rate = args.rates[0]
-            result["profile"] = profile_agent(args, rate, sends[f"{rate:.0f}/s"], work / "profile")
+            profiled = next((mode for mode in modes if mode.kind == "flows"), modes[1])
+            result["profile"] = profile_agent(args, profiled, work / "profile")
         print(json.dumps(result, indent=2))
 
 

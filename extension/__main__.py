@@ -315,12 +315,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from extension.collector import LOSS_COUNTERS  # noqa: PLC0415
 
     settings = _settings(args)
-    if not settings.database_path.exists():
-        raise StoreError(
-            f"no agent database at {settings.database_path}; "
-            "start the agent (python -m extension run) or point EXTENSION_DATA_DIR at its data directory"
-        )
-    with Store(settings.database_path, window_seconds=settings.window_seconds) as store:
+    with Store(settings.database_path, window_seconds=settings.window_seconds, read_only=True) as store:
         state = {
             "database": str(settings.database_path),
             "rows": store.row_counts(),

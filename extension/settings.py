@@ -88,24 +88,29 @@ def _convert(name: str, raw: Any) -> Any:
 
 
 def _validate(settings: Settings) -> Settings:
-    checks: list[tuple[bool, str]] = [
+    checks: list[tuple[bool, str, str]] = [
         (
             1 <= settings.window_seconds <= 86400,
-            "window_seconds must be between 1 and 86400 (a whole number of seconds)",
+            "window_seconds",
+            "a whole number of seconds from 1 to 86400",
         ),
-        (0.05 <= settings.drain_interval <= 60, "drain_interval must be between 0.05 and 60 seconds"),
-        (0 <= settings.grace_seconds <= 600, "grace_seconds must be between 0 and 600"),
-        (settings.raw_retention_seconds >= 0, "raw_retention_seconds must not be negative"),
-        (settings.flow_retention_seconds >= 0, "flow_retention_seconds must not be negative"),
-        (1024 <= settings.map_entries <= 1 << 22, "map_entries must be between 1024 and 4194304"),
+        (0.05 <= settings.drain_interval <= 60, "drain_interval", "seconds from 0.05 to 60"),
+        (0 <= settings.grace_seconds <= 600, "grace_seconds", "seconds from 0 to 600"),
+        (settings.raw_retention_seconds >= 0, "raw_retention_seconds", "0 or more seconds"),
+        (settings.flow_retention_seconds >= 0, "flow_retention_seconds", "0 or more seconds"),
+        (1024 <= settings.map_entries <= 1 << 22, "map_entries", "from 1024 to 4194304"),
         (
             settings.ringbuf_bytes >= 4096 and settings.ringbuf_bytes & (settings.ringbuf_bytes - 1) == 0,
-            "ringbuf_bytes must be a power of two of at least 4096",
+            "ringbuf_bytes",
+            "a power of two of at least 4096",
         ),
     ]
-    for ok, message in checks:
+    for ok, name, wanted in checks:
         if not ok:
-            raise SettingsError(message)
+            raise SettingsError(
+                f"setting {name} = {getattr(settings, name)!r} is out of range: it must be {wanted}; "
+                f"fix {ENV_PREFIX}{name.upper()} or '{name}' in the config file"
+            )
     return settings
 
 
@@ -119,7 +124,10 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     try:
         data: Any = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as exc:
-        raise SettingsError(f"config file {path} is not valid {path.suffix or 'TOML'}: {exc}") from None
+        kind = "JSON" if path.suffix == ".json" else "TOML"
+        raise SettingsError(
+            f"config file {path} is not valid {kind}: {exc}; fix it (TOML unless the name ends in .json)"
+        ) from None
     if not isinstance(data, dict):
         raise SettingsError(f"config file {path} must hold a table of settings at the top level")
     return data

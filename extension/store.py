@@ -119,13 +119,18 @@ def _validate(index: int, event: SocketEvent) -> dict[str, Any]:
 class Store:
     """The endpoint database at ``path``; see the module docstring for windows and the watermark."""
 
-    def __init__(self, path: Path, *, window_seconds: int) -> None:
+    def __init__(self, path: Path, *, window_seconds: int, read_only: bool = False) -> None:
+        """Open (and create, or migrate) the database. ``read_only`` opens an existing database for
+        reading only: no write access needed, nothing created; writes then fail with StoreError."""
         if isinstance(window_seconds, bool) or not isinstance(window_seconds, int) or window_seconds < 1:
             raise ValueError(f"window_seconds must be a whole number of seconds >= 1, not {window_seconds!r}")
         self.path = Path(path)
         self.window_seconds = window_seconds
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        if read_only:
+            self._open_read_only()
+            return
         self._check_writable()
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
@@ -163,6 +168,39 @@ class Store:
             )
         self._conn = conn
         log.debug("opened %s (schema version %d, window %d s)", self.path, SCHEMA_VERSION, window_seconds)
+
+    def _open_read_only(self) -> None:
+        if not self.path.is_file():
+            raise StoreError(
+                f"no agent database at {self.path}; start the agent (python -m extension run) "
+                "or point EXTENSION_DATA_DIR at its data directory"
+            )
+        conn: sqlite3.Connection | None = None
+        version = -1
+        # A WAL database needs its -shm file; a reader that may not create it (no write access to the
+        # directory, agent stopped) can still read the file as immutable: nobody writes it then.
+        for options in ("mode=ro", "mode=ro&immutable=1"):
+            try:
+                conn = sqlite3.connect(
+                    f"file:{self.path}?{options}", uri=True, isolation_level=None, check_same_thread=False
+                )
+                conn.row_factory = sqlite3.Row
+                version = self._check(conn)["user_version"]
+                break
+            except sqlite3.Error as exc:
+                if conn is not None:
+                    conn.close()
+                    conn = None
+                if options.endswith("immutable=1"):
+                    raise self._open_error(exc) from exc
+        assert conn is not None
+        if version != SCHEMA_VERSION:
+            conn.close()
+            raise StoreError(
+                f"database {self.path} has schema version {version}, this agent reads {SCHEMA_VERSION}; "
+                "use the agent version that wrote it"
+            )
+        self._conn = conn
 
     # --- lifecycle -----------------------------------------------------------------------------
 

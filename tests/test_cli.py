@@ -1,8 +1,8 @@
 """The command line, run as a user runs it: ``python -m extension ...`` in a subprocess.
 
 The product rule for failures: one ``error:`` line naming the cause and the remedy, a non-zero exit
-code, never a traceback. Covered: help, not root, an unwritable database, bad settings, a bad BPF
-object, no BTF and no libbpf (in-process: this machine has both). On the real kernel (root + BTF):
+code, never a traceback. Covered: help, not root, an unwritable database, ``status``, bad settings, a
+bad BPF object, no BTF and no libbpf (in-process: this machine has both). On the real kernel (root + BTF):
 SIGTERM drains and aggregates the open window, kill -9 and a restart count nothing twice, and
 ``capture`` prints the flows of traffic made while it runs.
 """
@@ -32,6 +32,7 @@ import pytest
 from extension.bpf import build
 from extension.sources import libbpf
 from extension.sources.base import CaptureError
+from extension.store import Store
 from tests.conftest import read_rows
 
 REPO = Path(__file__).resolve().parent.parent
@@ -379,12 +380,14 @@ def test_unprivileged_user_is_told_to_run_as_root(
 # --- the database ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("how", ["flag", "environment"])
+@pytest.mark.parametrize("how", ["flag", "flag-after-command", "environment"])
 def test_data_dir_under_a_regular_file(tmp_path: Path, how: str) -> None:
     regular = tmp_path / "file"
     regular.write_text("not a directory\n")
     if how == "flag":
         result = run_cli("--data-dir", str(regular / "sub"), "run", "--duration", "1")
+    elif how == "flag-after-command":
+        result = run_cli("run", "--duration", "1", "--data-dir", str(regular / "sub"))
     else:
         result = run_cli("run", "--duration", "1", env=cli_env(EXTENSION_DATA_DIR=str(regular)))
     line = only_error_line(result)
@@ -406,6 +409,42 @@ def test_capture_build_cache_under_a_regular_file(tmp_path: Path) -> None:
     assert "Not a directory" in line and "set EXTENSION_DATA_DIR" in line
 
 
+# --- status ------------------------------------------------------------------------------------
+
+
+def test_status_without_a_database(tmp_path: Path) -> None:
+    line = only_error_line(run_cli("status", "--data-dir", str(tmp_path)))
+    assert f"no agent database at {tmp_path / 'netflow.db'}" in line
+    assert "EXTENSION_DATA_DIR" in line
+    assert not (tmp_path / "netflow.db").exists()  # status never creates one
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a database another user may only read")
+def test_status_reads_the_agent_database_without_root(shared_dir: Path) -> None:
+    """`status` says it needs no root: a user who may read, not write, the agent's database."""
+    data = shared_dir / "data"
+    Store(data / "netflow.db", window_seconds=60).close()
+    data.chmod(0o755)
+    found = nobody_python()
+    if found is None:
+        pytest.skip(f"no Python interpreter with this checkout's dependencies is usable by uid {NOBODY}")
+    python, path = found
+    result = subprocess.run(
+        [python, "-m", "extension", "status", "--data-dir", str(data)],
+        cwd=shared_dir,
+        env=cli_env(PYTHONPATH=path, HOME=str(shared_dir)),
+        user=NOBODY,
+        group=NOBODY,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["rows"] == {"socket_events": 0, "flows": 0}
+
+
 # --- settings ----------------------------------------------------------------------------------
 
 
@@ -415,7 +454,7 @@ def test_capture_build_cache_under_a_regular_file(tmp_path: Path) -> None:
         pytest.param(
             "abc", ["window_seconds = 'abc' is not valid", "set EXTENSION_WINDOW_SECONDS"], id="abc"
         ),
-        pytest.param("0", ["window_seconds must be between 1 and 86400"], id="zero"),
+        pytest.param("0", ["window_seconds = 0 is out of range", "EXTENSION_WINDOW_SECONDS"], id="zero"),
     ],
 )
 def test_bad_window_seconds(tmp_path: Path, value: str, expected: list[str]) -> None:
@@ -525,6 +564,20 @@ def test_sigterm_drains_and_aggregates_the_open_window(tmp_path: Path, bpf_objec
     assert "received SIGTERM: finishing the open window" in agent.stderr
     assert "stopped:" in agent.stderr
     assert_flows_count_once(data / "netflow.db", said)
+
+    status = run_cli("status", "--data-dir", str(data), "--window-seconds", "60")
+    assert status.returncode == 0, status.stderr
+    state = json.loads(status.stdout)
+    counts = read_rows(
+        data / "netflow.db",
+        "SELECT (SELECT count(*) FROM socket_events) AS socket_events, (SELECT count(*) FROM flows) AS flows",
+    )[0]
+    assert state["rows"] == counts and counts["flows"] > 0
+    first_seen = read_rows(
+        data / "netflow.db", "SELECT max(first_seen) AS t FROM flows WHERE pid = ?", (said.client_pid,)
+    )[0]["t"]
+    assert state["aggregated_until"] > first_seen  # the open window was aggregated at shutdown
+    assert state["counters"]["map_evictions"] == 0
 
 
 @pytest.mark.kernel

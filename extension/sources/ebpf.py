@@ -162,6 +162,13 @@ class EbpfSource:
         self.ticks = TickClock(configured_hz())
         self.hooks: tuple[str, ...] = ()
         self._dns = dns
+        try:  # a file that is not a BPF object is the user's error, not the kernel's
+            BpfObject(self.libbpf, object_path).close()
+        except BpfCallError as exc:
+            raise CaptureError(
+                f"cannot open the BPF object {object_path}: {exc.reason}",
+                "point EXTENSION_BPF_OBJECT at a netflow.bpf.o of this version, or unset it to build one",
+            ) from None
         last_error: BpfCallError | None = None
         for hook_set in hook_sets:
             try:
@@ -169,7 +176,7 @@ class EbpfSource:
                 self.hook_set = hook_set
                 break
             except BpfCallError as exc:
-                self.refused[hook_set] = f"{exc.call}: {os.strerror(exc.errno or 0)}"
+                self.refused[hook_set] = f"{exc.call}: {exc.reason}"
                 log.info("hook set %s refused by the kernel (%s); trying the next one", hook_set, exc.call)
                 log.debug("libbpf log for %s:\n%s", hook_set, exc.strerror)
                 last_error = exc

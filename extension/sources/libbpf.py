@@ -34,9 +34,29 @@ SAMPLE_FN = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
 BPF_ANY = 0
 
 
+LIBBPF_ERRORS = {  # libbpf's own error numbers (enum libbpf_errno), which os.strerror does not know
+    4000: "libelf failed to read the file (not an ELF object?)",
+    4001: "not a valid BPF object file",
+    4002: "the object has no kernel version section",
+    4003: "the object was built for the other byte order",
+    4004: "libbpf internal error",
+    4005: "relocation failed",
+    4006: "program load failed",
+    4007: "the kernel verifier rejected a program",
+    4008: "a program is too big",
+    4009: "wrong kernel version in the object",
+    4010: "the kernel does not support this program type",
+}
+
+
+def describe_error(err: int) -> str:
+    return LIBBPF_ERRORS.get(err) or os.strerror(err)
+
+
 class BpfCallError(OSError):
     def __init__(self, call: str, err: int, detail: str = "") -> None:
-        message = f"{call}: {os.strerror(err)}" + (f"\n{detail}" if detail else "")
+        self.reason = describe_error(err)
+        message = f"{call}: {self.reason}" + (f"\n{detail}" if detail else "")
         super().__init__(err, message)
         self.call = call
 
