@@ -10,7 +10,8 @@ agent and a fresh database:
                each (workload.py paces its TCP and UDP loops one after the other, each at its share
                of --rate: with equal counts and --rate 2x the target both loops run at the target)
   <n> flows    n connected UDP sockets each sending one 64-byte datagram per second to one sink in the
-               same process: about 2n kernel counters (sender and sink side) to drain every second.
+               same process (which reads with recv(), without the peer's address: one counter for
+               its side): about n kernel counters to drain, n raw rows to write, every second.
                The agent's work scales with the counters it drains, not with the sends (the kernel
                adds those up), so this mode measures its cost per raw row.
 Measured: the agent's CPU time (utime + stime of all its threads, /proc/<pid>/stat; schedstat as a

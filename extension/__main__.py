@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -265,11 +266,9 @@ def cmd_capture(args: argparse.Namespace) -> int:
     base = _settings(args)
     with tempfile.TemporaryDirectory(prefix="netflow-capture-") as tmp:
         # the database is temporary; the BPF build cache stays in the data directory
-        settings = settings_module.Settings(
-            **{**base.__dict__, "data_dir": Path(tmp), "bpf_object": base.bpf_object}
+        settings = dataclasses.replace(
+            base, data_dir=Path(tmp), bpf_object=base.bpf_object or _build_into(base)
         )
-        if settings.bpf_object is None:
-            settings = settings_module.Settings(**{**settings.__dict__, "bpf_object": _build_into(base)})
         store = Store(settings.database_path, window_seconds=settings.window_seconds)
         try:
             collector = Collector(settings=settings, store=store, source_factory=_source_factory(settings))

@@ -32,7 +32,6 @@ from extension.tracker import LifecycleRow, Owner, Tracker, TrafficRow
 
 log = logging.getLogger(__name__)
 
-LOOPBACK_PREFIXES = ("127.", "::1")
 
 # Every counter of lost, cut or unattributed data the agent persists (docs/endpoint.md, "Losses").
 LOSS_COUNTERS = (
@@ -50,7 +49,8 @@ TCP_LISTEN_HEX = "0A"
 
 
 def is_loopback(address: str) -> bool:
-    return address.startswith(LOOPBACK_PREFIXES) and (address == "::1" or address.startswith("127."))
+    """For canonical text addresses (v4-mapped ones are already shown as IPv4)."""
+    return address == "::1" or address.startswith("127.")
 
 
 def read_listening_ports(proc_root: Path = Path("/proc")) -> set[tuple[str, int]]:
