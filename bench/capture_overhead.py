@@ -70,7 +70,7 @@ def bpf_prog_stats() -> dict[str, tuple[int, int]]:
     return {
         f"{p.get('type')}:{p.get('name')}": (p.get("run_time_ns", 0), p.get("run_cnt", 0))
         for p in shown
-        if p.get("name", "").startswith(("on_", "udp_", "fexit_"))
+        if p.get("name", "").startswith(("on_", "udp_", "fexit_", "dns_"))
     }
 
 
