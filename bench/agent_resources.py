@@ -7,8 +7,7 @@ Per round, each mode in turn (rotated, so drift on a shared machine hits all ali
 agent and a fresh database:
   idle         the agent attached, no workload, for --seconds
   <rate>/s     the workload paced at that many sends per second: 64-byte sends, TCP then UDP, half
-               each (workload.py paces its TCP and UDP loops one after the other, each at its share
-               of --rate: with equal counts and --rate 2x the target both loops run at the target)
+               each (workload.py runs its TCP and UDP loops one after the other, each at --rate)
   <n> flows    n connected UDP sockets each sending one 64-byte datagram per second to one sink in the
                same process (which reads with recv(), without the peer's address: one counter for
                its side): about n kernel counters to drain, n raw rows to write, every second.
@@ -76,6 +75,17 @@ runpy.run_module("extension", run_name="__main__", alter_sys=True)
 """
 
 
+# Starts a command in its own place (exec) after asking the kernel to SIGTERM it when the benchmark
+# dies (PR_SET_PDEATHSIG survives exec): not even a SIGKILLed benchmark leaves an agent behind.
+WITH_PARENT = """
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):
+    sys.exit("the benchmark is gone")
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -107,6 +117,7 @@ class AgentProcess:
             command = [PYTHON, "-m", "extension", *agent_args]
         else:
             command = [PYTHON, "-c", PROFILED_AGENT, str(profile_to), *agent_args]
+        command = [PYTHON, "-c", WITH_PARENT, str(os.getpid()), *command]
         self.lines: list[str] = []
         self._running = threading.Event()
         self.process = subprocess.Popen(
@@ -159,12 +170,14 @@ def kill_group(process: subprocess.Popen[str]) -> None:
 
 
 def exit_on_sigterm() -> None:
-    """SIGTERM raises SystemExit, so that every ``finally`` stops what the benchmark started."""
+    """SIGTERM raises SystemExit and SIGINT KeyboardInterrupt (also when started with SIGINT ignored,
+    as background jobs are), so that every ``finally`` stops what the benchmark started."""
 
     def handler(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -279,7 +292,7 @@ class Mode:
     def run(self, seconds: float) -> dict[str, float]:
         """The workload of this mode (nothing for idle); its figures and wall_seconds."""
         if self.kind == "sends":
-            return run_workload(self.sends // 2, self.sends - self.sends // 2, 2 * self.value)
+            return run_workload(self.sends // 2, self.sends - self.sends // 2, self.value)
         if self.kind == "flows":
             command = [PYTHON, str(Path(__file__).resolve()), "--flows-workload", str(int(self.value))]
             return run_measured([*command, "--seconds", str(seconds)])
@@ -299,6 +312,8 @@ def measure(args: argparse.Namespace, mode: Mode, data_dir: Path) -> dict[str, f
         epoch_start = time.time()
         workload = mode.run(args.seconds)
         wall = workload["wall_seconds"]
+        if agent.process.poll() is not None:
+            raise RuntimeError(f"the agent exited during the measurement (exit {agent.process.returncode})")
         cpu_used = cpu_seconds(agent.pid) - cpu_before
         ns_cpu_used = thread_cpu_seconds(agent.pid) - ns_cpu_before
         memory = memory_mb(agent.pid)

@@ -19,6 +19,7 @@ the last counters and aggregates the open window). Counted per agent, for the ro
 processes (by pid) and machine-wide: rows of socket_events and of flows, and their size as the JSON
 lines that would be shipped (one json.dumps object per row with all its columns, plus a newline), raw
 and gzip-compressed; the ratios raw/flows. Also the agents' CPU and peak RSS over the run.
+A check: the bytes the flows add up to equal the raw rows' (bytes_conserved).
 """
 
 from __future__ import annotations
@@ -95,6 +96,16 @@ NAMES = [
 
 
 # --- the workload's parts (each runs as `reduction.py --role NAME ...`) ---------------------------
+
+
+def exit_with_parent(max_seconds: float) -> None:
+    """Exit when the orchestrator is gone (this process was re-parented) or after ``max_seconds``:
+    the parts run in their own sessions and the servers would otherwise outlive a killed benchmark."""
+    parent = os.getppid()
+    deadline = time.monotonic() + max_seconds
+    while os.getppid() == parent and time.monotonic() < deadline:
+        time.sleep(1)
+    os._exit(0)
 
 
 def ready(**facts: object) -> None:
@@ -538,6 +549,7 @@ def main() -> None:
     parser.add_argument("--key", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role is not None:
+        threading.Thread(target=exit_with_parent, args=(args.seconds + 600,), daemon=True).start()
         with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
             ROLES[args.role](args)
         return
@@ -578,6 +590,11 @@ def main() -> None:
             workload.stop_servers()
             time.sleep(2.5)  # the last counters of the servers are drained
             wall = time.monotonic() - started
+            for window, agent in agents.items():
+                if agent.process.poll() is not None:
+                    raise RuntimeError(
+                        f"the {window} s agent exited during the run ({agent.process.returncode})"
+                    )
             resources = {
                 window: {
                     "cpu_pct": 100 * (cpu_seconds(agent.pid) - cpu_before[window]) / wall,
@@ -596,14 +613,11 @@ def main() -> None:
         for window, agent in agents.items():
             database = work / f"window-{window}" / "netflow.db"
             figures = analyse(database, pids)
-            raw_rows = figures["machine_wide"]["raw_rows"]
             figures["agent"] = {
                 "hook_set": agent.hook_set,
                 "cpu_pct": round(resources[window]["cpu_pct"], 3),
                 "peak_rss_mb": round(resources[window]["peak_rss_mb"], 1),
-                "cpu_ms_per_raw_row": round(resources[window]["cpu_pct"] * wall * 10 / raw_rows, 3)
-                if raw_rows
-                else None,
+                "machine_raw_rows_per_s": round(figures["machine_wide"]["raw_rows"] / wall, 1),
             }
             configurations[f"window_{window}s"] = figures
             if args.keep is not None:

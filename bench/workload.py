@@ -91,11 +91,8 @@ def main() -> None:
     tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.connect(("127.0.0.1", udp_port))
-    tcp_rate = udp_rate = None
-    if args.rate:
-        total = args.tcp + args.udp
-        tcp_rate = args.rate * args.tcp / total
-        udp_rate = args.rate * args.udp / total
+    # the TCP loop runs first, then the UDP loop: each at the full rate keeps the total at --rate
+    tcp_rate = udp_rate = args.rate or None
     cpu_start = time.process_time()
     tcp_seconds = paced(args.tcp, tcp_rate, lambda: tcp.send(payload))
     udp_seconds = paced(args.udp, udp_rate, lambda: udp.send(payload))

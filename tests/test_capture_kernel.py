@@ -399,3 +399,34 @@ def test_losses_are_persisted_and_shown_by_status(data_dir: Path, bpf_object: Pa
     assert status["counters"]["map_evictions"] == evicted
     assert status["counters"]["ringbuf_lost"] == 0
     assert status["rows"]["socket_events"] > 0
+
+
+def test_an_object_from_another_version_is_refused_with_the_reason(tmp_path: Path, bpf_object: Path) -> None:
+    """EXTENSION_BPF_OBJECT may point at an object built from an older netflow.h: the agent must say
+    so, not fail later on a missing counter."""
+    from extension.bpf import build  # noqa: PLC0415
+    from extension.sources.base import CaptureError  # noqa: PLC0415
+    from extension.sources.ebpf import check_object  # noqa: PLC0415
+    from extension.sources.libbpf import get_libbpf  # noqa: PLC0415
+
+    for name in build.SOURCES:
+        text = (build.SOURCE_DIR / name).read_text()
+        (tmp_path / name).write_text(text.replace("PNF_C_MAX = 7", "PNF_C_MAX = 6"))
+    old = tmp_path / "old.bpf.o"
+    subprocess.run(
+        [
+            "clang",
+            "-O2",
+            "-g",
+            "-target",
+            "bpf",
+            "-D__TARGET_ARCH_x86",
+            f"-I{bpf_object.parent}",
+            f"-I{tmp_path}",
+        ]
+        + ["-c", str(tmp_path / "netflow.bpf.c"), "-o", str(old)],
+        check=True,
+    )
+    check_object(get_libbpf(), bpf_object)  # this version's object passes
+    with pytest.raises(CaptureError, match="built from another version: map counters"):
+        check_object(get_libbpf(), old)

@@ -26,7 +26,7 @@ from extension.events import (
     decode_record,
 )
 from extension.sources.base import CaptureError, Drain, RecordHandler, SourceStats
-from extension.sources.libbpf import SAMPLE_FN, BpfCallError, BpfObject, get_libbpf
+from extension.sources.libbpf import SAMPLE_FN, BpfCallError, BpfObject, Libbpf, get_libbpf
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,35 @@ def preflight() -> None:
         )
 
 
+def check_object(libbpf: Libbpf, path: Path) -> None:
+    """A file that is not our BPF object, or one built from another version of netflow.h, is the
+    user's error (EXTENSION_BPF_OBJECT), not the kernel's: say so before trying any hook set."""
+    remedy = "point EXTENSION_BPF_OBJECT at a netflow.bpf.o of this version, or unset it to build one"
+    try:
+        obj = BpfObject(libbpf, path)
+    except BpfCallError as exc:
+        raise CaptureError(f"cannot open the BPF object {path}: {exc.reason}", remedy) from None
+    try:
+        expected = {
+            "flows_0": (FLOW_KEY.size, FLOW_VALUE.size, None),
+            "control": (4, CONTROL.size, 1),
+            "counters": (4, 8, C_MAX),
+        }
+        for name, (key_size, value_size, entries) in expected.items():
+            try:
+                found = obj.map_layout(name)
+            except BpfCallError:
+                raise CaptureError(f"the BPF object {path} has no map {name}", remedy) from None
+            if found[:2] != (key_size, value_size) or (entries is not None and found[2] != entries):
+                raise CaptureError(
+                    f"the BPF object {path} was built from another version: map {name} has "
+                    f"key/value/entries {found}, this agent expects {(key_size, value_size, entries)}",
+                    remedy,
+                )
+    finally:
+        obj.close()
+
+
 class EbpfSource:
     backend = "ebpf"
 
@@ -162,13 +191,7 @@ class EbpfSource:
         self.ticks = TickClock(configured_hz())
         self.hooks: tuple[str, ...] = ()
         self._dns = dns
-        try:  # a file that is not a BPF object is the user's error, not the kernel's
-            BpfObject(self.libbpf, object_path).close()
-        except BpfCallError as exc:
-            raise CaptureError(
-                f"cannot open the BPF object {object_path}: {exc.reason}",
-                "point EXTENSION_BPF_OBJECT at a netflow.bpf.o of this version, or unset it to build one",
-            ) from None
+        check_object(self.libbpf, object_path)
         last_error: BpfCallError | None = None
         for hook_set in hook_sets:
             try:

@@ -107,6 +107,9 @@ class Libbpf:
             "bpf_link__destroy": ([c_void_p], c_int),
             "bpf_map__fd": ([c_void_p], c_int),
             "bpf_map__set_max_entries": ([c_void_p, c_uint32], c_int),
+            "bpf_map__max_entries": ([c_void_p], c_uint32),
+            "bpf_map__key_size": ([c_void_p], c_uint32),
+            "bpf_map__value_size": ([c_void_p], c_uint32),
             "bpf_map_update_elem": ([c_int, c_void_p, c_void_p, c_uint64], c_int),
             "bpf_map_lookup_elem": ([c_int, c_void_p, c_void_p], c_int),
             "bpf_map_lookup_and_delete_batch": (
@@ -202,6 +205,15 @@ class BpfObject:
 
     def map_fd(self, name: str) -> int:
         return self.libbpf.check(f"bpf_map__fd({name})", self.lib.bpf_map__fd(self.map_ptr(name)))
+
+    def map_layout(self, name: str) -> tuple[int, int, int]:
+        """(key size, value size, max entries) of a map as the object declares it."""
+        ptr = self.map_ptr(name)
+        return (
+            int(self.lib.bpf_map__key_size(ptr)),
+            int(self.lib.bpf_map__value_size(ptr)),
+            int(self.lib.bpf_map__max_entries(ptr)),
+        )
 
     def set_max_entries(self, name: str, entries: int) -> None:
         ptr = self.map_ptr(name)
