@@ -413,6 +413,8 @@ def test_an_object_from_another_version_is_refused_with_the_reason(tmp_path: Pat
         text = (build.SOURCE_DIR / name).read_text()
         (tmp_path / name).write_text(text.replace("PNF_C_MAX = 7", "PNF_C_MAX = 6"))
     old = tmp_path / "old.bpf.o"
+    include = [f"-I{bpf_object.parent}", f"-I{tmp_path}"]
+    source = str(tmp_path / "netflow.bpf.c")
     subprocess.run(
         [
             "clang",
@@ -421,10 +423,12 @@ def test_an_object_from_another_version_is_refused_with_the_reason(tmp_path: Pat
             "-target",
             "bpf",
             "-D__TARGET_ARCH_x86",
-            f"-I{bpf_object.parent}",
-            f"-I{tmp_path}",
-        ]
-        + ["-c", str(tmp_path / "netflow.bpf.c"), "-o", str(old)],
+            *include,
+            "-c",
+            source,
+            "-o",
+            str(old),
+        ],
         check=True,
     )
     check_object(get_libbpf(), bpf_object)  # this version's object passes
