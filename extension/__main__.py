@@ -319,6 +319,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "database": str(settings.database_path),
             "rows": store.row_counts(),
             "aggregated_until": store.watermark(),
+            "agent": store.info(),
             "counters": {name: 0 for name in LOSS_COUNTERS} | store.counters(),
         }
     sys.stdout.write(json.dumps(state, indent=2) + "\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -115,6 +116,18 @@ class Collector:
         self._last_prune = 0.0
         self._reported: dict[str, int] = {}
         self.source = source_factory(self._on_record)
+        stats = self.source.stats()
+        store.set_info(
+            {
+                "backend": stats.backend,
+                "hook_set": stats.hook_set,
+                "hooks": " ".join(stats.hooks),
+                "started_at": int(clock()),
+                "pid": os.getpid(),
+                "kernel": os.uname().release,
+                "window_seconds": settings.window_seconds,
+            }
+        )
 
     # --- records from the kernel -----------------------------------------------------------------
 

@@ -54,6 +54,7 @@ SCHEMA_VERSION: Final = 1  # PRAGMA user_version set by sql/endpoint/schema.sql
 
 WATERMARK_KEY: Final = "aggregate_watermark"
 COUNTER_PREFIX: Final = "counter:"
+INFO_PREFIX: Final = "info:"
 LATE_ROWS: Final = "late_rows"
 
 # Bounds for an unset since/until: always bind numbers so the window_start index stays usable.
@@ -320,8 +321,21 @@ class Store:
     def counters(self) -> dict[str, int]:
         """Every persisted counter by name."""
         with self._reading() as conn:
-            rows = conn.execute(load_sql("counters_select"), {"prefix": COUNTER_PREFIX}).fetchall()
+            rows = conn.execute(load_sql("state_by_prefix"), {"prefix": COUNTER_PREFIX}).fetchall()
         return {str(row["name"]): int(row["value"]) for row in rows}
+
+    def set_info(self, values: Mapping[str, object]) -> None:
+        """Record what the running agent reports about itself (capture backend, hook set, start
+        time, versions), for ``status`` and the status table; one transaction."""
+        with self._transaction() as conn:
+            for key, value in values.items():
+                self._set_state(conn, INFO_PREFIX + key, str(value))
+
+    def info(self) -> dict[str, str]:
+        """Everything recorded with :meth:`set_info`, by name."""
+        with self._reading() as conn:
+            rows = conn.execute(load_sql("state_by_prefix"), {"prefix": INFO_PREFIX}).fetchall()
+        return {str(row["name"]): str(row["value"]) for row in rows}
 
     def watermark(self) -> int | None:
         """The window_start of the next window still to be aggregated; None before the first aggregation."""

@@ -398,6 +398,8 @@ def test_losses_are_persisted_and_shown_by_status(data_dir: Path, bpf_object: Pa
     status = json.loads(shown.stdout)
     assert status["counters"]["map_evictions"] == evicted
     assert status["counters"]["ringbuf_lost"] == 0
+    assert status["agent"]["hook_set"] in ("fexit", "tracepoint")
+    assert status["agent"]["backend"] == "ebpf"
     assert status["rows"]["socket_events"] > 0
 
 

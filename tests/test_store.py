@@ -526,6 +526,18 @@ def test_counters_add_up_and_persist(db_path: Path) -> None:
         assert second.watermark() is None  # the watermark is not a counter
 
 
+def test_agent_info_is_kept_apart_from_counters_and_read_only_stores_read_it(db_path: Path) -> None:
+    with Store(db_path, window_seconds=W) as first:
+        first.add_counter("ringbuf_lost", 3)
+        first.set_info({"hook_set": "tracepoint", "pid": 42})
+        first.set_info({"hook_set": "fexit"})  # a later start replaces what an earlier one said
+    with Store(db_path, window_seconds=W, read_only=True) as reader:
+        assert reader.info() == {"hook_set": "fexit", "pid": "42"}
+        assert reader.counters() == {"ringbuf_lost": 3}
+        with pytest.raises(StoreError):
+            reader.add_counter("ringbuf_lost", 1)
+
+
 def test_flows_since_and_until(store: Store) -> None:
     store.insert_batch([event(time=t, remote_port=t) for t in (10, 70, 130, 190)])
     store.aggregate(now=300, grace_seconds=0)
