@@ -1,7 +1,7 @@
 """Capture overhead: the loopback workload (bench/workload.py) with and without the agent attached,
 interleaved, reported as a ratio of medians; plus where the cost goes (kernel BPF run time per call).
 
-    sudo .venv/bin/python bench/capture_overhead.py --rounds 10
+    sudo .venv/bin/python bench/capture_overhead.py --rounds 30
 
 Modes measured in the same run, in turn (round-robin, so drift on a shared machine hits all alike):
   baseline    nothing attached
@@ -78,7 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--tcp", type=int, default=200_000)
     parser.add_argument("--udp", type=int, default=100_000)
     parser.add_argument("--bpf-object", type=Path, help="prebuilt object (default: build into the temp dir)")
@@ -121,6 +121,16 @@ def main() -> None:
             "baseline_median_s": round(base, 4),
             "agent_median_s": round(agent_median, 4),
             "ratio_agent_vs_baseline": round(agent_median / base, 4),
+            # each round's two runs are adjacent in time: their ratio cancels slow drift of the machine
+            "median_paired_ratio": round(
+                statistics.median(a / b for a, b in zip(times["agent"], times["baseline"], strict=True)), 4
+            ),
+            "paired_ratio_quartiles": [
+                round(q, 4)
+                for q in statistics.quantiles(
+                    [a / b for a, b in zip(times["agent"], times["baseline"], strict=True)], n=4
+                )
+            ],
             "baseline_us_per_send": round(base / calls * 1e6, 3),
             "added_us_per_send": round((agent_median - base) / calls * 1e6, 3),
             "cpu_ratio_agent_vs_baseline": round(
