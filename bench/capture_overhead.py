@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+# the one agent launcher: waits until attached, drains its stderr on a thread (a full pipe would
+# stall the agent), SIGTERM then SIGKILL on stop
+from bench.agent_resources import AgentProcess  # noqa: E402
 
 
 def run_workload(args: argparse.Namespace) -> dict[str, float]:
@@ -35,32 +39,6 @@ def run_workload(args: argparse.Namespace) -> dict[str, float]:
     ).stdout
     result: dict[str, float] = json.loads(out)
     return result
-
-
-class AgentProcess:
-    """`python -m extension run` in the background, waited on until it is attached."""
-
-    def __init__(self, data_dir: Path, bpf_object: Path | None) -> None:
-        env = {**os.environ, "EXTENSION_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)}
-        if bpf_object is not None:
-            env["EXTENSION_BPF_OBJECT"] = str(bpf_object)
-        self.process = subprocess.Popen(
-            [PYTHON, "-m", "extension", "--log-level", "info", "run"],
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            if "agent running" in line:
-                return
-        raise RuntimeError(f"the agent did not start (exit {self.process.wait()})")
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=30)
-        assert self.process.stderr is not None
-        self.process.stderr.close()
 
 
 def bpf_prog_stats() -> dict[str, tuple[int, int]]:
