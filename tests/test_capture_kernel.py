@@ -436,3 +436,45 @@ def test_an_object_from_another_version_is_refused_with_the_reason(tmp_path: Pat
     check_object(get_libbpf(), bpf_object)  # this version's object passes
     with pytest.raises(CaptureError, match="built from another version: map counters"):
         check_object(get_libbpf(), old)
+
+
+def test_a_program_the_kernel_refuses_ends_in_one_clear_error(tmp_path: Path, bpf_object: Path) -> None:
+    """Every hook set refused (here: a variant whose traffic program writes to the socket, which the
+    verifier forbids) is a CaptureError naming each hook set and why, not a traceback."""
+    from extension.bpf import build  # noqa: PLC0415
+    from extension.sources.base import CaptureError  # noqa: PLC0415
+
+    for name in build.SOURCES:
+        text = (build.SOURCE_DIR / name).read_text()
+        if name.endswith(".c"):
+            marker = "\tif (bytes <= 0 || !sk)\n\t\treturn;\n"
+            assert marker in text
+            text = text.replace(
+                marker, marker + "\tsk->sk_mark = 1; /* refused: BTF pointers are read-only */\n"
+            )
+        (tmp_path / name).write_text(text)
+    refused = tmp_path / "refused.bpf.o"
+    include = [f"-I{bpf_object.parent}", f"-I{tmp_path}"]
+    source = str(tmp_path / "netflow.bpf.c")
+    subprocess.run(
+        [
+            "clang",
+            "-O2",
+            "-g",
+            "-target",
+            "bpf",
+            "-D__TARGET_ARCH_x86",
+            *include,
+            "-c",
+            source,
+            "-o",
+            str(refused),
+        ],
+        check=True,
+    )
+    with pytest.raises(CaptureError) as caught:
+        EbpfSource(refused)
+    message = str(caught.value)
+    assert message.startswith("the kernel refused every BPF hook set")
+    assert "tracepoint: bpf_object__load" in message and "fexit: bpf_object__load" in message
+    assert "EXTENSION_LOG_LEVEL=debug" in caught.value.remedy
