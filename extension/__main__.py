@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import json
 import logging
 import os
@@ -222,10 +223,39 @@ def _install_signal_handlers(stop: Callable[[], None]) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def _lock_data_dir(data_dir: Path) -> TextIO:
+    """One agent per data directory: a second one would count every byte a second time into the
+    same database. The lock is held while the returned file is open and vanishes with the process."""
+    path = data_dir / "agent.lock"
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")  # noqa: SIM115 - held open for the life of the agent
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create {path}: {exc.strerror}; set EXTENSION_DATA_DIR to a writable directory"
+        ) from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise StoreError(
+            f"another agent (pid {holder}) is already running with data directory {data_dir}; "
+            "stop it first, or give this one its own EXTENSION_DATA_DIR"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from extension.collector import Collector  # noqa: PLC0415 - keeps --help fast
 
     settings = _settings(args)
+    lock = _lock_data_dir(settings.data_dir)  # noqa: F841 - held until the process exits
     store = Store(settings.database_path, window_seconds=settings.window_seconds)
     try:
         collector = Collector(settings=settings, store=store, source_factory=_source_factory(settings))

@@ -581,6 +581,24 @@ def test_sigterm_drains_and_aggregates_the_open_window(tmp_path: Path, bpf_objec
 
 
 @pytest.mark.kernel
+def test_one_agent_per_data_directory(tmp_path: Path, bpf_object: Path) -> None:
+    """A second agent on the same data directory would count everything twice: it must refuse, name
+    the running one, and leave it undisturbed; after the first stops, a new one starts."""
+    data = tmp_path / "data"
+    args = ["--data-dir", str(data), "run"]
+    with agent_process(args, agent_env(bpf_object)) as first:
+        first.wait_for("agent running")
+        second = run_cli(*args, env=agent_env(bpf_object))
+        line = only_error_line(second)
+        assert f"another agent (pid {first.proc.pid})" in line and "EXTENSION_DATA_DIR" in line
+        assert first.proc.poll() is None
+        assert first.stop(signal.SIGTERM) == 0, first.stderr
+    with agent_process(args, agent_env(bpf_object)) as third:
+        third.wait_for("agent running")
+        assert third.stop(signal.SIGTERM) == 0, third.stderr
+
+
+@pytest.mark.kernel
 def test_kill_and_restart_counts_nothing_twice(tmp_path: Path, bpf_object: Path) -> None:
     data = tmp_path / "data"
     database = data / "netflow.db"
