@@ -231,8 +231,10 @@ def _lock_data_dir(data_dir: Path) -> TextIO:
         data_dir.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a+")  # noqa: SIM115 - held open for the life of the agent
     except OSError as exc:
+        reason = "it is a file" if data_dir.exists() and not data_dir.is_dir() else exc.strerror
         raise StoreError(
-            f"cannot create {path}: {exc.strerror}; set EXTENSION_DATA_DIR to a writable directory"
+            f"data directory {data_dir} is not writable ({reason}, so {path.name} cannot be created); "
+            "set EXTENSION_DATA_DIR to a writable directory"
         ) from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

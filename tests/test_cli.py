@@ -391,8 +391,9 @@ def test_data_dir_under_a_regular_file(tmp_path: Path, how: str) -> None:
     else:
         result = run_cli("run", "--duration", "1", env=cli_env(EXTENSION_DATA_DIR=str(regular)))
     line = only_error_line(result)
-    assert f"database {regular}" in line
-    assert "not writable" in line and "Not a directory" in line
+    # run takes the data directory's lock first, so that is what fails
+    assert f"data directory {regular}" in line and "not writable" in line
+    assert ("Not a directory" in line) if how != "environment" else ("it is a file" in line)
     assert "set EXTENSION_DATA_DIR" in line
     assert regular.read_text() == "not a directory\n"
 
