@@ -242,10 +242,7 @@ class Tracker:
             )
             owner = owners_by_tuple.get(tuple5)
             if owner is None and pending.drains_waited >= 1:
-                owner = self._listeners.get((accepted.protocol, accepted.local_port))
-                if owner is None:
-                    self.unattributed += 1
-                    owner = Owner(0, 0, "")
+                owner = self._fallback_owner(accepted)
             if owner is None:
                 pending.drains_waited += 1
                 still_pending.append(pending)
@@ -296,16 +293,19 @@ class Tracker:
         )
         return direction
 
+    def _fallback_owner(self, accepted: LifecycleRow) -> Owner:
+        """An accept no traffic claimed: the listening socket's owner, else nobody (counted)."""
+        owner = self._listeners.get((accepted.protocol, accepted.local_port))
+        if owner is None:
+            self.unattributed += 1
+            owner = Owner(0, 0, "")
+        return owner
+
     def flush(self) -> list[LifecycleRow]:
         """At shutdown: emit accepts still waiting, with the best owner known."""
         rows = []
         for pending in self._pending:
-            accepted = pending.row
-            owner = self._listeners.get((accepted.protocol, accepted.local_port))
-            if owner is None:
-                self.unattributed += 1
-                owner = Owner(0, 0, "")
-            accepted.owner = owner
-            rows.append(accepted)
+            pending.row.owner = self._fallback_owner(pending.row)
+            rows.append(pending.row)
         self._pending = []
         return rows
