@@ -113,7 +113,7 @@ class Tracker:
     unattributed: int = 0  # accepts whose owner could not be found
 
     def __post_init__(self) -> None:
-        self._sockets: dict[int, _Socket] = {}
+        self._sockets: OrderedDict[int, _Socket] = OrderedDict()
         self._directions = _Bounded(self.max_entries)  # Tuple5 -> Direction
         self._udp_last_seen = _Bounded(self.max_entries)  # Tuple5 -> epoch seconds
         self._listeners: dict[tuple[str, int], Owner] = {}  # (protocol, port) -> owner
@@ -192,10 +192,9 @@ class Tracker:
 
     def _remember(self, cookie: int, sock: _Socket) -> None:
         self._sockets[cookie] = sock
-        if len(self._sockets) > self.max_entries:
+        while len(self._sockets) > self.max_entries:
             # sockets whose close we never saw (ring buffer loss): forget the oldest
-            for stale in list(self._sockets)[: len(self._sockets) - self.max_entries]:
-                del self._sockets[stale]
+            self._sockets.popitem(last=False)
 
     def _direction_of(self, tuple5: Tuple5) -> Direction:
         known = self._directions.get(tuple5)
