@@ -198,7 +198,7 @@ def print_table(rows: Sequence[dict[str, object]], columns: Sequence[str], out: 
         out.write("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)) + "\n")
 
 
-def print_summary(store: Store, since: float, collector_status: Any, out: TextIO) -> None:
+def print_summary(store: Store, since: int, collector_status: Any, out: TextIO) -> None:
     rows = store.summary_by_process(since=since, limit=15)
     for row in rows:
         for column in ("bytes_sent", "bytes_received"):
@@ -259,6 +259,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     lock = _lock_data_dir(settings.data_dir)  # noqa: F841 - held until the process exits
     store = Store(settings.database_path, window_seconds=settings.window_seconds)
+    # raw rows carry whole seconds: the summary starts at the second the capture started in
+    started = int(time.time())
     try:
         collector = Collector(settings=settings, store=store, source_factory=_source_factory(settings))
         _install_signal_handlers(collector.stop)
@@ -269,7 +271,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             settings.database_path,
             settings.window_seconds,
         )
-        started = time.time()
         last_live = [time.monotonic()]
 
         def on_tick(current: Collector) -> None:

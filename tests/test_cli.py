@@ -660,3 +660,24 @@ def test_capture_table(tmp_path: Path, bpf_object: Path) -> None:
     if len(client) == 1:  # (one row unless the exchange straddled a window boundary)
         shown = " ".join(client[0])
         assert "4.3 kB" in shown and "1.2 kB" in shown
+
+
+@pytest.mark.kernel
+def test_live_summary_of_the_main_job(tmp_path: Path, bpf_object: Path) -> None:
+    """What ./scripts/main shows: a per-process summary with the hook set and the loss counters, and
+    the process that exchanged traffic in it, with its bytes."""
+    data = tmp_path / "data"
+    args = ["--data-dir", str(data), "run", "--live", "--live-interval", "1", "--duration", "4"]
+    with agent_process(args, agent_env(bpf_object), stdout=subprocess.PIPE) as agent:
+        agent.wait_for("agent running")
+        said = exchange(54321, 1234)
+        assert agent.wait(timeout=30) == 0, agent.stderr
+        assert agent.proc.stdout is not None
+        shown = agent.proc.stdout.read()
+        agent.proc.stdout.close()
+    summaries = [block for block in shown.split("\n== ") if "hook set" in block]
+    assert len(summaries) >= 2  # at least one while running and the final one
+    final = summaries[-1]
+    assert "evicted 0" in final and "ring lost 0" in final
+    client_line = next(line for line in final.splitlines() if line.startswith(f"{said.client_pid} "))
+    assert "54.3 kB" in client_line and "1.2 kB" in client_line
