@@ -15,13 +15,16 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from extension import settings as settings_module
 from extension.events import Record
 from extension.settings import Settings, SettingsError
 from extension.sources.base import CaptureError, EventSource
 from extension.store import Store, StoreError
+
+if TYPE_CHECKING:
+    from extension.collector import CollectorStatus
 
 log = logging.getLogger("extension")
 
@@ -198,7 +201,7 @@ def print_table(rows: Sequence[dict[str, object]], columns: Sequence[str], out: 
         out.write("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)) + "\n")
 
 
-def print_summary(store: Store, since: int, collector_status: Any, out: TextIO) -> None:
+def print_summary(store: Store, since: int, collector_status: CollectorStatus, out: TextIO) -> None:
     rows = store.summary_by_process(since=since, limit=15)
     for row in rows:
         for column in ("bytes_sent", "bytes_received"):
