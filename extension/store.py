@@ -45,6 +45,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
+from extension.constraints import OPERATORS, Constraint
 from extension.events import Activity, Direction, SocketEvent
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ SQL_DIR: Final = Path(__file__).resolve().parent.parent / "sql" / "endpoint"
 SCHEMA_VERSION: Final = 1  # PRAGMA user_version set by sql/endpoint/schema.sql
 
 WATERMARK_KEY: Final = "aggregate_watermark"
+QUERYABLE_TABLES: Final = frozenset({"socket_events", "flows"})
 COUNTER_PREFIX: Final = "counter:"
 INFO_PREFIX: Final = "info:"
 LATE_ROWS: Final = "late_rows"
@@ -129,6 +131,7 @@ class Store:
         self.window_seconds = window_seconds
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._column_cache: dict[str, frozenset[str]] = {}
         if read_only:
             self._open_read_only()
             return
@@ -351,6 +354,39 @@ class Store:
         with self._reading() as conn:
             rows = conn.execute(load_sql("flows_select"), params).fetchall()
         return [dict(row) for row in rows]
+
+    def query_table(
+        self, table: str, constraints: Sequence[Constraint], *, limit: int = 100_000
+    ) -> list[dict[str, object]]:
+        """Rows of ``socket_events`` or ``flows`` matching every constraint (osquery push-down),
+        oldest first, at most ``limit``. Columns come from the table's own schema and operators from
+        extension.constraints, so the composed WHERE clause holds no text from the request; every
+        value is bound."""
+        if table not in QUERYABLE_TABLES:
+            raise ValueError(f"no such table {table!r}; one of {sorted(QUERYABLE_TABLES)}")
+        if not 1 <= limit <= 10_000_000:
+            raise ValueError(f"limit must be between 1 and 10000000, not {limit!r}")
+        with self._reading() as conn:
+            known = self._columns(conn, table)
+            predicates = []
+            params: dict[str, object] = {"limit": limit}
+            for index, constraint in enumerate(constraints):
+                if constraint.column not in known or constraint.op not in OPERATORS.values():
+                    raise ValueError(f"cannot filter {table} on {constraint.column} {constraint.op}")
+                predicates.append(f"{constraint.column} {constraint.op} :p{index}")
+                params[f"p{index}"] = constraint.value
+            sql = load_sql(f"table_{table}").replace("/*where*/", " AND ".join(predicates) or "1")
+            rows = conn.execute(sql, params).fetchall()
+        return [dict(row) for row in rows]
+
+    def _columns(self, conn: sqlite3.Connection, table: str) -> frozenset[str]:
+        cached = self._column_cache.get(table)
+        if cached is None:
+            cached = frozenset(
+                str(row["name"]) for row in conn.execute(load_sql("table_columns"), {"table": table})
+            )
+            self._column_cache[table] = cached
+        return cached
 
     def summary_by_process(self, *, since: float, limit: int = 20) -> list[dict[str, object]]:
         """Per process since ``since`` (raw rows, so the open window counts): busiest first.

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from extension import store as store_module
+from extension.constraints import Constraint
 from extension.events import ACTIVITY_RANK, Activity, Direction, SocketEvent
 from extension.store import SCHEMA_VERSION, SQL_DIR, Store, StoreError, window_start_of
 
@@ -740,5 +741,9 @@ def test_every_sql_file_is_used(db_path: Path, monkeypatch: pytest.MonkeyPatch) 
         opened.flows()
         opened.summary_by_process(since=0)
         opened.row_counts()
+        opened.set_info({"hook_set": "tracepoint"})
+        opened.info()
+        opened.query_table("socket_events", [Constraint("pid", "=", 100)])
+        opened.query_table("flows", [])
         opened.prune(now=200, raw_retention_seconds=0, flow_retention_seconds=0)
     assert used == {path.stem for path in SQL_DIR.glob("*.sql")}
