@@ -86,7 +86,7 @@ def filled(tmp_path: Path) -> Store:
     store = Store(tmp_path / "netflow.db", window_seconds=W)
     store.insert_batch(
         [
-            event(time=t, pid=pid, remote_port=port)
+            event(time=t, pid=pid, remote_port=port, bytes_sent=10)
             for t in (100, 130, 170, 250)
             for pid, port in ((7, 443), (8, 53))
         ]
