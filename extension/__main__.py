@@ -67,6 +67,9 @@ examples:
   python -m extension run                                  the long-running agent (SIGTERM stops it)
   python -m extension run --live --window-seconds 10       ... with a live per-process summary
   python -m extension status                               rows, watermark and loss counters (JSON)
+  python -m extension spec                                 the osquery tables' schemas
+  python -m extension osquery --socket /var/osquery/osquery.em --timeout 3 --interval 3
+                                                           as an osquery extension (osqueryd runs this)
   EXTENSION_DATA_DIR=/tmp/nf python -m extension run       keep the database somewhere else
 
 settings (environment, or the same names in a TOML/JSON file given by EXTENSION_CONFIG or --config):
@@ -138,6 +141,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     capture.add_argument("--seconds", type=float, default=10.0, help="how long to capture (default 10)")
     capture.add_argument("--format", choices=("table", "json"), default="table")
+
+    commands.add_parser(
+        "osquery",
+        help="run as an osquery extension: osqueryd starts it with --socket PATH --timeout N --interval N",
+        description="Serve the tables net_socket_events, net_flows and net_agent_status to osqueryd. "
+        "Takes exactly osqueryd's extension flags: --socket PATH [--timeout N] [--interval N] [--verbose]; "
+        "settings come from EXTENSION_* variables (EXTENSION_DATA_DIR: the agent's database).",
+        add_help=False,
+    )
+    spec = commands.add_parser(
+        "spec",
+        help="print the osquery tables' schemas",
+        description="The columns and types of every table the extension serves.",
+    )
+    spec.add_argument("--format", choices=("table", "json"), default="table")
 
     commands.add_parser(
         "status",
@@ -370,8 +388,38 @@ def _build_into(base: Settings) -> Path:
     return build_object(base.bpf_build_dir)
 
 
+def cmd_spec(args: argparse.Namespace) -> int:
+    from extension.osquery_plugins import table_specs  # noqa: PLC0415
+
+    specs = table_specs()
+    if args.format == "json":
+        sys.stdout.write(
+            json.dumps({table: dict(columns) for table, columns in specs.items()}, indent=2) + "\n"
+        )
+        return 0
+    for table, columns in specs.items():
+        sys.stdout.write(f"CREATE TABLE {table} (\n")
+        sys.stdout.write(",\n".join(f"  {name} {kind}" for name, kind in columns))
+        sys.stdout.write("\n);\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["osquery"]:
+        # osqueryd's flags, which osquery-python parses itself: handed over untouched
+        from extension.osquery_main import run_extension  # noqa: PLC0415
+
+        logging.basicConfig(
+            level=os.environ.get("EXTENSION_LOG_LEVEL", "info").upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        try:
+            return run_extension(arguments[1:], settings_module.load())
+        except SettingsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    args = _parser().parse_args(arguments)
     level = getattr(logging, str(args.log_level).upper(), None)
     if not isinstance(level, int):
         print(
@@ -379,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    commands = {"run": cmd_run, "capture": cmd_capture, "status": cmd_status}
+    commands = {"run": cmd_run, "capture": cmd_capture, "status": cmd_status, "spec": cmd_spec}
     try:
         return commands[args.command](args)
     except (CaptureError, StoreError, SettingsError) as exc:

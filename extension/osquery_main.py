@@ -1,0 +1,193 @@
+"""``python -m extension osquery --socket PATH [--timeout N] [--interval N] [--verbose]``: run as an
+osquery extension serving the tables of extension.osquery_plugins.
+
+osqueryd starts an autoloaded extension with exactly these flags. This module validates them itself
+(osquery-python exits 2 on anything else and, without ``--verbose``, returns silently with status 0
+when the socket cannot be reached), registers the table plugins and hands over to osquery-python's
+``start_extension``, which registers with the core and serves ``<socket>.<uuid>`` until the process
+ends.
+
+How it ends (osquery-python's behaviour, not ours): a watchdog thread pings the core every
+``--interval`` seconds and calls ``os._exit(1)`` when a ping fails (osqueryd stopped or restarted);
+a ``shutdown`` request from the core ends the process with ``os._exit(0)`` a second later. Neither
+runs cleanup code. That is safe here: the extension only reads the store (read-only SQLite), so
+nothing is lost or left half-written; osqueryd restarts autoloaded extensions itself.
+
+Exit codes: 2 for bad flags, 1 when the socket is missing or the core refuses the registration, 1
+when the core goes away (the watchdog), 0 after a shutdown request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import stat
+import sys
+import time
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any, NoReturn
+
+from extension.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EXTENSION_NAME = "osquery-netflow"
+MAX_SECONDS = 3600
+
+
+class UsageError(ValueError):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _seconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
+    if not 1 <= value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: use 1 to {MAX_SECONDS} seconds")
+    return value
+
+
+def _parser() -> _Parser:
+    parser = _Parser(
+        prog="python -m extension osquery",
+        description="Serve net_socket_events, net_flows and net_agent_status to osqueryd as an extension. "
+        "osqueryd passes these flags when it autoloads the extension.",
+        add_help=False,
+    )
+    parser.add_argument("--socket", required=True, help="osqueryd's extensions socket (--extensions_socket)")
+    parser.add_argument(
+        "--timeout", type=_seconds, default=3, help="seconds to wait for the socket (default 3)"
+    )
+    parser.add_argument(
+        "--interval", type=_seconds, default=3, help="seconds between pings of the core (default 3)"
+    )
+    parser.add_argument("--verbose", action="store_true", help="log at debug level")
+    return parser
+
+
+def usage() -> str:
+    return _parser().format_help()
+
+
+def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
+    """The extension's flags; UsageError naming the problem on anything else."""
+    args = _parser().parse_args(list(argv))
+    if not args.socket:
+        raise UsageError("--socket must not be empty")
+    return args
+
+
+def _error(message: str) -> None:
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+
+
+def _version() -> str:
+    try:
+        return metadata.version("osquery-netflow")
+    except metadata.PackageNotFoundError:
+        return "0.1.0"
+
+
+def _wait_for_socket(path: Path, timeout: float) -> str | None:
+    """None once ``path`` is a Unix socket; otherwise why not, after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            problem = "does not exist"
+        except OSError as exc:
+            problem = f"cannot be read ({exc.strerror or exc})"
+        else:
+            if stat.S_ISSOCK(mode):
+                return None
+            problem = "is not a socket"
+        if time.monotonic() >= deadline:
+            return problem
+        time.sleep(0.1)
+
+
+def run_extension(argv: Sequence[str], settings: Settings) -> int:
+    """Run as an osquery extension until the core goes away; returns an exit code on failure to
+    start (2: bad flags, 1: no socket or registration refused). See the module docstring."""
+    try:
+        args = parse_flags(argv)
+    except UsageError as exc:
+        _error(f"{exc}\n\n{usage()}")
+        return 2
+    if args.verbose:
+        logging.getLogger().setLevel(logging.DEBUG)
+    socket_path = Path(args.socket)
+    problem = _wait_for_socket(socket_path, args.timeout)
+    if problem is not None:
+        _error(
+            f"osqueryd's extension socket {socket_path} {problem}; start osqueryd with "
+            f"--extensions_socket={socket_path} (or pass the socket it uses) and let it autoload this "
+            "extension"
+        )
+        return 1
+
+    import osquery  # noqa: PLC0415 - only this command needs the SDK
+    from osquery.extensions.ttypes import ExtensionException  # noqa: PLC0415
+    from thrift.Thrift import TException  # noqa: PLC0415
+
+    from extension.osquery_plugins import register_plugins  # noqa: PLC0415
+
+    tables = register_plugins(
+        osquery.ExtensionManager(), settings.database_path, window_seconds=settings.window_seconds
+    )
+    log.info(
+        "osquery extension %s: tables %s from %s, core socket %s",
+        EXTENSION_NAME,
+        ", ".join(tables),
+        settings.database_path,
+        socket_path,
+    )
+    # start_extension parses sys.argv itself and exits 2 on any flag it does not know
+    sdk_argv = [sys.argv[0] if sys.argv else "osquery-netflow", "--socket", str(socket_path)]
+    sdk_argv += ["--timeout", str(args.timeout), "--interval", str(args.interval)]
+    # --verbose makes the SDK raise (instead of returning silently) when the socket cannot be opened
+    sdk_argv.append("--verbose")
+    saved_argv = sys.argv
+    sys.argv = sdk_argv
+    try:
+        # serves until the process ends: the watchdog's os._exit(1) or a shutdown's os._exit(0)
+        result: Any = osquery.start_extension(name=EXTENSION_NAME, version=_version())
+    except ExtensionException as exc:
+        _error(f"osqueryd at {socket_path} did not accept the extension: {exc.message}")
+        return 1
+    except (TException, OSError) as exc:
+        _error(f"talking to osqueryd at {socket_path} failed: {exc}")
+        return 1
+    finally:
+        sys.argv = saved_argv
+    del result
+    _error(f"could not connect to osqueryd's extension socket {socket_path}")
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry for tests and wrappers: settings from the environment only."""
+    from extension import settings as settings_module  # noqa: PLC0415
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = settings_module.load()
+    except settings_module.SettingsError as exc:
+        _error(f"{exc}")
+        return 1
+    return run_extension(sys.argv[1:] if argv is None else argv, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
