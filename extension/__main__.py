@@ -83,6 +83,7 @@ settings (environment, or the same names in a TOML/JSON file given by EXTENSION_
   EXTENSION_RESOLVE_HOSTNAMES    reverse DNS in the background, default true
   EXTENSION_DNS_SNOOP            learn host names from the DNS answers processes receive, default true
   EXTENSION_BPF_OBJECT           a prebuilt netflow.bpf.o (otherwise built with clang)
+  EXTENSION_SPOOL_MAX_BYTES      bound of the outbound spool of osquery logs, default 104857600
   EXTENSION_LOG_LEVEL            debug, info (default), warning
 
 needs root (BPF), a kernel with BTF, libbpf1; clang, llvm and bpftool to build the BPF program.

@@ -141,11 +141,13 @@ def run_extension(argv: Sequence[str], settings: Settings) -> int:
     from osquery.extensions.ttypes import ExtensionException  # noqa: PLC0415
     from thrift.Thrift import TException  # noqa: PLC0415
 
+    from extension.osquery_logger import NetForwarder  # noqa: PLC0415
     from extension.osquery_plugins import register_plugins  # noqa: PLC0415
 
-    tables = register_plugins(
-        osquery.ExtensionManager(), settings.database_path, window_seconds=settings.window_seconds
-    )
+    manager = osquery.ExtensionManager()
+    tables = register_plugins(manager, settings.database_path, window_seconds=settings.window_seconds)
+    NetForwarder.configure(settings.spool_path, max_bytes=settings.spool_max_bytes)
+    manager.add_plugin(NetForwarder)
     log.info(
         "osquery extension %s: tables %s from %s, core socket %s",
         EXTENSION_NAME,

@@ -42,10 +42,15 @@ class Settings:
     resolve_hostnames: bool = True
     dns_snoop: bool = True  # learn names from DNS answers this host receives (needs root)
     bpf_object: Path | None = None  # prebuilt netflow.bpf.o; built from source when unset
+    spool_max_bytes: int = 100 << 20  # outbound spool bound; past it the oldest lines go (counted)
 
     @property
     def database_path(self) -> Path:
         return self.data_dir / "netflow.db"
+
+    @property
+    def spool_path(self) -> Path:
+        return self.data_dir / "spool.db"
 
     @property
     def bpf_build_dir(self) -> Path:
@@ -99,6 +104,7 @@ def _validate(settings: Settings) -> Settings:
         (settings.raw_retention_seconds >= 0, "raw_retention_seconds", "0 or more seconds"),
         (settings.flow_retention_seconds >= 0, "flow_retention_seconds", "0 or more seconds"),
         (1024 <= settings.map_entries <= 1 << 22, "map_entries", "from 1024 to 4194304"),
+        (settings.spool_max_bytes >= 1 << 16, "spool_max_bytes", "at least 65536 bytes"),
         (
             settings.ringbuf_bytes >= 4096 and settings.ringbuf_bytes & (settings.ringbuf_bytes - 1) == 0,
             "ringbuf_bytes",

@@ -201,11 +201,11 @@ def test_table_specs_follow_the_schema(tmp_path: Path) -> None:
 # --- through the real protocol -------------------------------------------------------------------
 
 
-def test_registers_the_three_tables(running: Running) -> None:
+def test_registers_the_three_tables_and_the_logger(running: Running) -> None:
     registration = running.registration
     assert registration.name == "osquery-netflow"
     assert registration.plugins("table") == TABLES
-    assert set(registration.registry) == {"table"}
+    assert set(registration.registry) == {"table", "logger"}
     routes = registration.registry["table"]["net_flows"]
     assert [(r["name"], r["type"]) for r in routes] == table_specs()["net_flows"]
     running.core.wait_for_pings(1, timeout=10)  # the extension's watchdog is alive
@@ -418,3 +418,45 @@ def test_refused_registration_exits_1(running: Running, tmp_path: Path) -> None:
         _out, err = stop_process(second)
     assert "did not accept the extension: Duplicate extension registered" in err
     assert running.process.poll() is None
+
+
+# --- the logger plugin -------------------------------------------------------------------------
+
+
+def call_logger(running: Running, request: dict[str, str]) -> tuple[int, str]:
+    code, message, _rows = call_extension(
+        running.core.socket_path, running.registration.uuid, "logger", "net_forwarder", request
+    )
+    return code, message
+
+
+def test_logger_plugin_is_registered(running: Running) -> None:
+    assert running.registration.plugins("logger") == ["net_forwarder"]
+
+
+def test_logger_requests_as_osqueryd_sends_them(running: Running) -> None:
+    from extension.spool import Spool  # noqa: PLC0415
+
+    result = json.dumps({"name": "netflow_flows", "action": "added", "columns": {"pid": "7"}})
+    assert call_logger(running, {"string": result, "category": "event"}) == (0, "OK")
+    assert call_logger(running, {"snapshot": result}) == (0, "OK")
+    status = json.dumps(
+        [{"s": 1, "f": "x.cpp", "i": 10, "m": "hello", "c": "5.0.0", "u": 1700000000, "h": "h1"}]
+    )
+    assert call_logger(running, {"status": "true", "log": status}) == (0, "OK")
+    assert call_logger(running, {"init": "osqueryd", "log": status}) == (0, "OK")
+    # osqueryd reads the code of the features answer as a bitmask: 1 = wants status logs
+    assert call_logger(running, {"action": "features"})[0] == 1
+    assert call_logger(running, {"event": "{}"})[0] == 1
+    assert call_logger(running, {"status": "true", "log": "not json"})[0] == 1
+    assert call_logger(running, {"nothing": "x"})[0] == 1
+    spool = Spool(running.database.parent / "spool.db", max_bytes=1 << 20)
+    batch = spool.next_batch(max_bytes=1 << 20)
+    assert batch is not None and batch.log_type == "result" and batch.lines == (result, result)
+    spool.ack(batch)
+    batch = spool.next_batch(max_bytes=1 << 20)
+    assert batch is not None and batch.log_type == "status" and len(batch.lines) == 2
+    line = json.loads(batch.lines[0])
+    assert line["message"] == "hello" and line["severity"] == 1 and line["hostIdentifier"] == "h1"
+    assert line["unixTime"] == 1700000000 and line["calendarTime"] == "Tue Nov 14 22:13:20 2023 UTC"
+    spool.close()
