@@ -1,0 +1,205 @@
+"""The event dispatcher: is this device on the enterprise network? Forwarding happens only when it is.
+
+:func:`evaluate` is the policy, a pure function of :class:`NetworkFacts`: the device is on the
+enterprise network when ANY configured condition holds (a default gateway IP in the allowed set, a
+default gateway MAC in the allowed set, a DNS search domain in the allowed set). With no condition
+configured the device counts as always on (a fleet without roaming devices needs no policy).
+
+:class:`NetworkWatcher` (Linux) subscribes to rtnetlink notifications (links, addresses, routes and
+neighbours, IPv4 and IPv6) and re-reads the facts whenever they fire, debounced, plus a slow periodic
+check for what emits no notification (resolv.conf edits). Every change of state is logged with its
+reason and handed to the listeners; a change to "on" is how the forwarder is woken at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import select
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    gateway_ips: frozenset[str] = frozenset()
+    gateway_macs: frozenset[str] = frozenset()  # lower case, colon separated
+    dns_search_domains: frozenset[str] = frozenset()  # lower case, without the trailing dot
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.gateway_ips or self.gateway_macs or self.dns_search_domains)
+
+    @classmethod
+    def from_settings(
+        cls, gateway_ips: Iterable[str], gateway_macs: Iterable[str], domains: Iterable[str]
+    ) -> Policy:
+        macs = frozenset(mac.strip().lower().replace("-", ":") for mac in gateway_macs if mac.strip())
+        bad = sorted(mac for mac in macs if not MAC_RE.match(mac))
+        if bad:
+            raise ValueError(f"not MAC addresses: {', '.join(bad)} (use the aa:bb:cc:dd:ee:ff form)")
+        return cls(
+            gateway_ips=frozenset(ip.strip() for ip in gateway_ips if ip.strip()),
+            gateway_macs=macs,
+            dns_search_domains=frozenset(d.strip().lower().rstrip(".") for d in domains if d.strip()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkFacts:
+    gateways: tuple[tuple[str, str], ...] = ()  # (gateway IP, its MAC or "") of the default routes
+    search_domains: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    on: bool
+    reason: str
+
+
+def evaluate(policy: Policy, facts: NetworkFacts) -> Decision:
+    if not policy.configured:
+        return Decision(True, "no enterprise-network policy configured: always on")
+    for ip, mac in facts.gateways:
+        if ip in policy.gateway_ips:
+            return Decision(True, f"default gateway {ip} is an enterprise gateway")
+        if mac and mac.lower() in policy.gateway_macs:
+            return Decision(True, f"default gateway {ip} has enterprise MAC {mac.lower()}")
+    for domain in facts.search_domains:
+        if domain.lower().rstrip(".") in policy.dns_search_domains:
+            return Decision(True, f"DNS search domain {domain} is an enterprise domain")
+    gateways = ", ".join(ip for ip, _ in facts.gateways) or "none"
+    return Decision(False, f"no enterprise gateway or DNS search domain (default gateways: {gateways})")
+
+
+def read_search_domains(resolv_conf: Path = Path("/etc/resolv.conf")) -> tuple[str, ...]:
+    domains: list[str] = []
+    try:
+        text = resolv_conf.read_text()
+    except OSError:
+        return ()
+    for line in text.splitlines():
+        fields = line.split()
+        if fields and fields[0] in ("search", "domain"):
+            domains.extend(fields[1:])
+    return tuple(domains)
+
+
+def read_facts(resolv_conf: Path = Path("/etc/resolv.conf")) -> NetworkFacts:
+    """The default gateways (IPv4 and IPv6, with their MACs from the neighbour table) and the DNS
+    search domains, read now."""
+    from pyroute2 import IPRoute  # noqa: PLC0415 - Linux only
+
+    gateways: list[tuple[str, str]] = []
+    with IPRoute() as ipr:
+        for family in (2, 10):
+            for route in ipr.get_default_routes(family=family):
+                gateway = route.get_attr("RTA_GATEWAY")
+                if not gateway:
+                    continue
+                mac = ""
+                for neighbour in ipr.get_neighbours(family=family, dst=gateway):
+                    mac = str(neighbour.get_attr("NDA_LLADDR") or "")
+                    if mac:
+                        break
+                gateways.append((str(gateway), mac))
+    return NetworkFacts(gateways=tuple(gateways), search_domains=read_search_domains(resolv_conf))
+
+
+Listener = Callable[[Decision], None]
+
+
+@dataclass
+class NetworkWatcher:
+    """Re-evaluates the policy on every rtnetlink notification (debounced) and every
+    ``periodic_seconds``; calls each listener on every change of state (and once at start)."""
+
+    policy: Policy
+    listeners: list[Listener] = field(default_factory=list)
+    debounce_seconds: float = 0.3
+    periodic_seconds: float = 60.0
+    facts: Callable[[], NetworkFacts] = read_facts
+
+    def __post_init__(self) -> None:
+        self.decision: Decision | None = None
+        self.changes = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def check(self) -> Decision:
+        try:
+            decision = evaluate(self.policy, self.facts())
+        except Exception as exc:  # a failed read must not stop the dispatcher; keep the last state
+            log.warning("could not read the network state: %s", exc)
+            return self.decision or Decision(False, f"network state unreadable: {exc}")
+        with self._lock:
+            changed = self.decision is None or decision.on != self.decision.on
+            self.decision = decision
+        if changed:
+            self.changes += 1
+            log.info("enterprise network: %s (%s)", "on" if decision.on else "off", decision.reason)
+            for listener in list(self.listeners):
+                try:
+                    listener(decision)
+                except Exception:
+                    log.exception("network-state listener failed")
+        return decision
+
+    @property
+    def on(self) -> bool:
+        return self.decision is not None and self.decision.on
+
+    def start(self) -> None:
+        self.check()
+        self._thread = threading.Thread(target=self._run, name="netstate", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        from pyroute2 import IPRoute  # noqa: PLC0415
+        from pyroute2.netlink.rtnl import (  # noqa: PLC0415
+            RTMGRP_IPV4_IFADDR,
+            RTMGRP_IPV4_ROUTE,
+            RTMGRP_IPV6_IFADDR,
+            RTMGRP_IPV6_ROUTE,
+            RTMGRP_LINK,
+            RTMGRP_NEIGH,
+        )
+
+        groups = (
+            RTMGRP_LINK
+            | RTMGRP_NEIGH
+            | RTMGRP_IPV4_IFADDR
+            | RTMGRP_IPV4_ROUTE
+            | RTMGRP_IPV6_IFADDR
+            | RTMGRP_IPV6_ROUTE
+        )
+        with IPRoute() as ipr:
+            ipr.bind(groups=groups)
+            last_check = time.monotonic()
+            while not self._stop.is_set():
+                ready, _, _ = select.select([ipr], [], [], 0.5)
+                if ready:
+                    ipr.get()  # drain this notification; the facts are re-read as a whole
+                    deadline = time.monotonic() + self.debounce_seconds
+                    while time.monotonic() < deadline:  # a change usually comes as a burst
+                        more, _, _ = select.select([ipr], [], [], max(deadline - time.monotonic(), 0))
+                        if more:
+                            ipr.get()
+                    self.check()
+                    last_check = time.monotonic()
+                elif time.monotonic() - last_check >= self.periodic_seconds:
+                    self.check()
+                    last_check = time.monotonic()

@@ -1,0 +1,152 @@
+"""Enterprise-network detection: the policy as a pure function, and the watcher on real rtnetlink
+events in a network namespace of its own (root)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from extension.netstate import Decision, NetworkFacts, Policy, evaluate, read_search_domains
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_no_policy_means_always_on() -> None:
+    assert evaluate(Policy(), NetworkFacts()).on
+
+
+@pytest.mark.parametrize(
+    ("facts", "on", "reason"),
+    [
+        (
+            NetworkFacts(gateways=(("10.1.0.1", ""),)),
+            True,
+            "default gateway 10.1.0.1 is an enterprise gateway",
+        ),
+        (
+            NetworkFacts(gateways=(("192.168.1.1", "AA:BB:CC:00:11:22"),)),
+            True,
+            "enterprise MAC aa:bb:cc:00:11:22",
+        ),
+        (NetworkFacts(search_domains=("Corp.Example.",)), True, "DNS search domain Corp.Example."),
+        (
+            NetworkFacts(gateways=(("192.168.1.1", "02:00:00:00:00:09"),)),
+            False,
+            "default gateways: 192.168.1.1",
+        ),
+        (NetworkFacts(), False, "default gateways: none"),
+    ],
+)
+def test_any_condition_puts_the_device_on(facts: NetworkFacts, on: bool, reason: str) -> None:
+    policy = Policy.from_settings(["10.1.0.1"], ["aa-bb-cc-00-11-22"], ["corp.example"])
+    decision = evaluate(policy, facts)
+    assert decision.on is on and reason in decision.reason
+
+
+def test_bad_mac_in_the_policy() -> None:
+    with pytest.raises(ValueError, match="not MAC addresses: zz"):
+        Policy.from_settings([], ["zz"], [])
+
+
+def test_search_domains_from_resolv_conf(tmp_path: Path) -> None:
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("nameserver 10.0.0.53\ndomain corp.example\nsearch a.example b.example\n# search x\n")
+    assert read_search_domains(conf) == ("corp.example", "a.example", "b.example")
+    assert read_search_domains(tmp_path / "missing") == ()
+
+
+WATCHER = """
+import sys, time
+from extension.netstate import NetworkWatcher, Policy
+policy = Policy.from_settings(sys.argv[1].split(","), sys.argv[2].split(",") if sys.argv[2] else [], [])
+watcher = NetworkWatcher(policy, listeners=[lambda d: print("on" if d.on else "off", d.reason, flush=True)],
+                         periodic_seconds=3600)
+watcher.start()
+time.sleep(60)
+"""
+
+
+def sh(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+@pytest.fixture
+def namespace() -> Iterator[tuple[str, str]]:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("network namespaces need root and iproute2 (ip)")
+    name = f"nf{uuid.uuid4().hex[:8]}"
+    inside, outside = f"{name}a", f"{name}b"
+    sh("ip", "netns", "add", name)
+    try:
+        sh("ip", "link", "add", inside, "type", "veth", "peer", "name", outside)
+        sh("ip", "link", "set", inside, "netns", name)
+        sh("ip", "-n", name, "addr", "add", "10.99.0.2/24", "dev", inside)
+        sh("ip", "-n", name, "link", "set", inside, "up")
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+        yield name, inside
+    finally:
+        subprocess.run(["ip", "link", "del", outside], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+def next_state(process: subprocess.Popen[str], timeout: float = 10) -> str:
+    assert process.stdout is not None
+    end = time.monotonic() + timeout
+    import select  # noqa: PLC0415
+
+    while time.monotonic() < end:
+        ready, _, _ = select.select([process.stdout], [], [], 0.2)
+        if ready:
+            return process.stdout.readline().strip()
+    raise AssertionError("no state change reported")
+
+
+def test_route_and_neighbour_events_switch_the_state(namespace: tuple[str, str]) -> None:
+    name, link = namespace
+    process = subprocess.Popen(
+        ["ip", "netns", "exec", name, sys.executable, "-c", WATCHER, "10.99.0.1", "02:00:00:00:00:01"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert next_state(process).startswith("off no enterprise gateway")  # no default route yet
+        sh("ip", "-n", name, "route", "add", "default", "via", "10.99.0.1", "dev", link)
+        assert next_state(process) == "on default gateway 10.99.0.1 is an enterprise gateway"
+        sh("ip", "-n", name, "route", "del", "default")
+        assert next_state(process).startswith("off")
+        # another gateway, whose MAC is the enterprise router's: on through the neighbour table
+        sh("ip", "-n", name, "neigh", "add", "10.99.0.7", "lladdr", "02:00:00:00:00:01", "dev", link)
+        sh("ip", "-n", name, "route", "add", "default", "via", "10.99.0.7", "dev", link)
+        assert next_state(process) == "on default gateway 10.99.0.7 has enterprise MAC 02:00:00:00:00:01"
+    finally:
+        process.kill()
+        process.communicate(timeout=10)
+
+
+def test_listener_errors_do_not_stop_the_watcher() -> None:
+    from extension.netstate import NetworkWatcher  # noqa: PLC0415
+
+    seen: list[Decision] = []
+
+    def broken(_decision: Decision) -> None:
+        raise RuntimeError("listener bug")
+
+    states = iter([NetworkFacts(), NetworkFacts(gateways=(("10.1.0.1", ""),))])
+    watcher = NetworkWatcher(
+        Policy.from_settings(["10.1.0.1"], [], []),
+        listeners=[broken, seen.append],
+        facts=lambda: next(states),
+    )
+    assert not watcher.check().on
+    assert watcher.check().on
+    assert [d.on for d in seen] == [False, True] and watcher.changes == 2
