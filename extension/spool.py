@@ -16,7 +16,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,9 +90,11 @@ class Spool:
                 raise
             self._conn.execute("COMMIT")
 
-    def append(self, log_type: str, lines: Sequence[str]) -> int:
+    def append(self, log_type: str, lines: Sequence[str], *, marks: Mapping[str, int] | None = None) -> int:
         """Spool log lines of one type in one transaction, then enforce the size bound. Returns the
-        number of lines kept (a line larger than the whole bound is dropped and counted)."""
+        number of lines kept (a line larger than the whole bound is dropped and counted). ``marks``
+        are progress marks (see :meth:`mark`) set in the same transaction, so that a producer that
+        records how far it got can never spool a line twice nor skip one."""
         if log_type not in LOG_TYPES:
             raise ValueError(f"log type {log_type!r} is not one of {sorted(LOG_TYPES)}")
         now = self.clock()
@@ -110,6 +112,8 @@ class Spool:
             kept_bytes += size
         with self._transaction() as conn:
             conn.executemany(load_sql("append"), rows)
+            for key, value in (marks or {}).items():
+                conn.execute(load_sql("mark_set"), {"key": f"mark:{key}", "value": value})
             conn.execute(load_sql("state_add"), {"key": "bytes", "delta": kept_bytes})
             if dropped:
                 log.warning(
@@ -150,6 +154,12 @@ class Spool:
             evicted,
             freed,
         )
+
+    def mark(self, key: str) -> int | None:
+        """A progress mark set by :meth:`append`; None when never set."""
+        with self._lock:
+            row = self._conn.execute(load_sql("mark_get"), {"key": f"mark:{key}"}).fetchone()
+        return None if row is None else int(row["value"])
 
     def next_batch(self, *, max_bytes: int, max_lines: int = 10_000) -> Batch | None:
         """The oldest lines of the oldest line's log type, up to ``max_bytes`` (at least one line).

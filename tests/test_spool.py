@@ -126,3 +126,14 @@ def test_kill_9_loses_no_appended_line(tmp_path: Path) -> None:
     assert seen == list(range(len(seen)))  # in order, no gaps, no duplicates
     assert len(seen) >= confirmed + 1  # everything confirmed (and perhaps one more) is there
     assert spool.stats().rows == len(seen)
+
+
+def test_marks_move_with_their_append(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", max_bytes=1 << 20)
+    assert spool.mark("flows") is None
+    spool.append("result", [line(1)], marks={"flows": 41})
+    spool.append("result", [], marks={"flows": 42, "events": 7})
+    assert (spool.mark("flows"), spool.mark("events")) == (42, 7)
+    with pytest.raises(ValueError):
+        spool.append("nope", [line(2)], marks={"flows": 99})
+    assert spool.mark("flows") == 42  # nothing of a refused append happened
