@@ -84,6 +84,8 @@ settings (environment, or the same names in a TOML/JSON file given by EXTENSION_
   EXTENSION_DNS_SNOOP            learn host names from the DNS answers processes receive, default true
   EXTENSION_BPF_OBJECT           a prebuilt netflow.bpf.o (otherwise built with clang)
   EXTENSION_SPOOL_MAX_BYTES      bound of the outbound spool of osquery logs, default 104857600
+  EXTENSION_EMIT_RESULTS         run: spool the pack's rows as osquery result lines, default true
+                                 (set false where osqueryd runs the pack itself)
   EXTENSION_LOG_LEVEL            debug, info (default), warning
 
 needs root (BPF), a kernel with BTF, libbpf1; clang, llvm and bpftool to build the BPF program.
@@ -277,14 +279,22 @@ def _lock_data_dir(data_dir: Path) -> TextIO:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from extension.collector import Collector  # noqa: PLC0415 - keeps --help fast
+    from extension.results import ResultEmitter  # noqa: PLC0415
+    from extension.spool import Spool  # noqa: PLC0415
 
     settings = _settings(args)
     lock = _lock_data_dir(settings.data_dir)  # noqa: F841 - held until the process exits
     store = Store(settings.database_path, window_seconds=settings.window_seconds)
     # raw rows carry whole seconds: the summary starts at the second the capture started in
     started = int(time.time())
+    spool = Spool(settings.spool_path, max_bytes=settings.spool_max_bytes) if settings.emit_results else None
     try:
-        collector = Collector(settings=settings, store=store, source_factory=_source_factory(settings))
+        collector = Collector(
+            settings=settings,
+            store=store,
+            source_factory=_source_factory(settings),
+            results=ResultEmitter(store, spool) if spool is not None else None,
+        )
         _install_signal_handlers(collector.stop)
         status = collector.status().source
         log.info(
@@ -312,6 +322,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print_summary(store, started, final, sys.stdout)
     finally:
         store.close()
+        if spool is not None:
+            spool.close()
     return 0
 
 

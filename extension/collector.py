@@ -27,6 +27,7 @@ from extension.events import (
     SocketEvent,
     SockStateRecord,
 )
+from extension.results import ResultEmitter
 from extension.settings import Settings
 from extension.sources.base import EventSource, SourceStats
 from extension.store import Store
@@ -98,8 +99,12 @@ class Collector:
         store: Store,
         source_factory: Callable[[Callable[[Record], None]], EventSource],
         clock: Callable[[], float] = time.time,
+        results: ResultEmitter | None = None,
     ) -> None:
+        """``results``: standalone mode, the pack's rows as result-log lines into the spool."""
         self.settings = settings
+        self.results = results
+        self.results_emitted = 0
         self.store = store
         self.clock = clock
         self.tracker = Tracker(listening=read_listening_ports())
@@ -248,6 +253,8 @@ class Collector:
         self.flows_written += self.store.aggregate(
             now=now, grace_seconds=self.settings.grace_seconds, include_open=final
         )
+        if self.results is not None:  # before pruning, which may remove rows not yet emitted
+            self.results_emitted += self.results.emit()
         if now - self._last_prune >= 60 or final:
             self.store.prune(
                 now=now,

@@ -43,6 +43,7 @@ class Settings:
     dns_snoop: bool = True  # learn names from DNS answers this host receives (needs root)
     bpf_object: Path | None = None  # prebuilt netflow.bpf.o; built from source when unset
     spool_max_bytes: int = 100 << 20  # outbound spool bound; past it the oldest lines go (counted)
+    emit_results: bool = True  # standalone: the pack's rows as osquery result lines into the spool
 
     @property
     def database_path(self) -> Path:

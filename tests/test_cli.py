@@ -580,6 +580,23 @@ def test_sigterm_drains_and_aggregates_the_open_window(tmp_path: Path, bpf_objec
     assert state["aggregated_until"] > first_seen  # the open window was aggregated at shutdown
     assert state["counters"]["map_evictions"] == 0
 
+    # standalone mode: the same flows, as osquery result lines in the spool, each once
+    from extension.results import FLOWS_QUERY  # noqa: PLC0415
+    from extension.spool import Spool  # noqa: PLC0415
+
+    spool = Spool(data / "spool.db", max_bytes=1 << 30)
+    batch = spool.next_batch(max_bytes=1 << 30, max_lines=1_000_000)
+    spool.close()
+    assert batch is not None and batch.log_type == "result"
+    results = [json.loads(line) for line in batch.lines]
+    client = [
+        r["columns"]
+        for r in results
+        if r["name"] == FLOWS_QUERY and r["columns"]["pid"] == str(said.client_pid)
+    ]
+    assert sum(int(c["bytes_sent"]) for c in client) == said.c2s
+    assert sum(int(c["bytes_received"]) for c in client) == said.s2c
+
 
 @pytest.mark.kernel
 def test_one_agent_per_data_directory(tmp_path: Path, bpf_object: Path) -> None:
