@@ -44,6 +44,17 @@ class Settings:
     bpf_object: Path | None = None  # prebuilt netflow.bpf.o; built from source when unset
     spool_max_bytes: int = 100 << 20  # outbound spool bound; past it the oldest lines go (counted)
     emit_results: bool = True  # standalone: the pack's rows as osquery result lines into the spool
+    # forwarding the spool to the fleet service (osquery's TLS remote API); off while fleet_url is empty
+    fleet_url: str = ""  # e.g. https://fleet.example.com:8443
+    enroll_secret: str = ""
+    enroll_secret_file: Path | None = None  # read at start; beats enroll_secret
+    ca_file: Path | None = None  # CA bundle for the fleet service's certificate (system store if unset)
+    verify_tls: bool = True
+    batch_bytes: int = 1 << 20  # uncompressed JSON per request at most (one oversize line goes alone)
+    # the enterprise-network policy: forwarding only while ANY of these matches (always, if none set)
+    enterprise_gateways: tuple[str, ...] = ()  # default-gateway IPs
+    enterprise_gateway_macs: tuple[str, ...] = ()
+    enterprise_dns_domains: tuple[str, ...] = ()  # DNS search domains
 
     @property
     def database_path(self) -> Path:
@@ -66,10 +77,15 @@ def _convert(name: str, raw: Any) -> Any:
     """Convert one raw value (a string from the environment, or a JSON/TOML value) to the field's type."""
     default = getattr(Settings(), name) if name != "data_dir" else Path()
     try:
-        if name in ("data_dir", "bpf_object"):
+        if name in ("data_dir", "bpf_object", "enroll_secret_file", "ca_file"):
             if raw in (None, ""):
-                return None if name == "bpf_object" else default_data_dir()
+                return default_data_dir() if name == "data_dir" else None
             return Path(str(raw)).expanduser()
+        if isinstance(default, tuple):  # a list: comma-separated text, or a TOML/JSON list
+            items = raw if isinstance(raw, list) else str(raw).split(",")
+            return tuple(str(item).strip() for item in items if str(item).strip())
+        if isinstance(default, str):
+            return str(raw)
         if isinstance(default, bool):
             if isinstance(raw, bool):
                 return raw
@@ -106,6 +122,12 @@ def _validate(settings: Settings) -> Settings:
         (settings.flow_retention_seconds >= 0, "flow_retention_seconds", "0 or more seconds"),
         (1024 <= settings.map_entries <= 1 << 22, "map_entries", "from 1024 to 4194304"),
         (settings.spool_max_bytes >= 1 << 16, "spool_max_bytes", "at least 65536 bytes"),
+        (settings.batch_bytes >= 1024, "batch_bytes", "at least 1024 bytes"),
+        (
+            settings.fleet_url == "" or settings.fleet_url.startswith(("https://", "http://")),
+            "fleet_url",
+            "an https:// URL (http:// only for tests on this host)",
+        ),
         (
             settings.ringbuf_bytes >= 4096 and settings.ringbuf_bytes & (settings.ringbuf_bytes - 1) == 0,
             "ringbuf_bytes",
@@ -115,7 +137,7 @@ def _validate(settings: Settings) -> Settings:
     for ok, name, wanted in checks:
         if not ok:
             raise SettingsError(
-                f"setting {name} = {getattr(settings, name)!r} is out of range: it must be {wanted}; "
+                f"setting {name} = {getattr(settings, name)!r} is not valid: it must be {wanted}; "
                 f"fix {ENV_PREFIX}{name.upper()} or '{name}' in the config file"
             )
     return settings
