@@ -281,20 +281,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     from extension.collector import Collector  # noqa: PLC0415 - keeps --help fast
     from extension.results import ResultEmitter  # noqa: PLC0415
     from extension.spool import Spool  # noqa: PLC0415
+    from extension.uplink import Uplink, spool_info  # noqa: PLC0415
 
     settings = _settings(args)
     lock = _lock_data_dir(settings.data_dir)  # noqa: F841 - held until the process exits
     store = Store(settings.database_path, window_seconds=settings.window_seconds)
     # raw rows carry whole seconds: the summary starts at the second the capture started in
     started = int(time.time())
-    spool = Spool(settings.spool_path, max_bytes=settings.spool_max_bytes) if settings.emit_results else None
+    # the spool: standalone result lines go in, the logger plugin of osqueryd's extension appends too,
+    # and the uplink (when a fleet URL is set) forwards it while on the enterprise network
+    spool = Spool(settings.spool_path, max_bytes=settings.spool_max_bytes)
+    uplink = Uplink(settings, spool) if settings.fleet_url else None
     try:
         collector = Collector(
             settings=settings,
             store=store,
             source_factory=_source_factory(settings),
-            results=ResultEmitter(store, spool) if spool is not None else None,
+            results=ResultEmitter(store, spool) if settings.emit_results else None,
         )
+        if uplink is not None:
+            uplink.start()
         _install_signal_handlers(collector.stop)
         status = collector.status().source
         log.info(
@@ -304,8 +310,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             settings.window_seconds,
         )
         last_live = [time.monotonic()]
+        reported: dict[str, object] = {}
 
         def on_tick(current: Collector) -> None:
+            # the spool's and the uplink's state, for net_agent_status and `status` (when it changed)
+            state = spool_info(spool) | (uplink.info() if uplink is not None else {})
+            if state != reported:
+                store.set_info(state)
+                reported.clear()
+                reported.update(state)
             if args.live and time.monotonic() - last_live[0] >= args.live_interval:
                 last_live[0] = time.monotonic()
                 print_summary(store, started, current.status(), sys.stdout)
@@ -314,6 +327,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             collector.run(duration=args.duration, on_tick=on_tick)
         finally:
             collector.close()
+            if uplink is not None:
+                uplink.stop()
+            on_tick(collector)
         final = collector.status()
         log.info(
             "stopped: %d raw rows and %d flow rows written this run", final.rows_written, final.flows_written
@@ -322,8 +338,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print_summary(store, started, final, sys.stdout)
     finally:
         store.close()
-        if spool is not None:
-            spool.close()
+        spool.close()
     return 0
 
 

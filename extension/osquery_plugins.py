@@ -125,6 +125,15 @@ _INFO_COLUMNS: Final[tuple[tuple[str, str, str], ...]] = (
     ("pid", "agent_pid", INTEGER),
     ("kernel", "kernel", TEXT),
     ("window_seconds", "window_seconds", INTEGER),
+    ("spool_rows", "spool_rows", BIGINT),  # log lines waiting to be forwarded
+    ("spool_bytes", "spool_bytes", BIGINT),
+    ("spool_oldest_unsent", "spool_oldest_unsent", BIGINT),  # epoch s of the oldest waiting line
+    ("spool_dropped_rows", "spool_dropped_rows", BIGINT),  # lines dropped by the spool's bound
+    ("enterprise_network", "enterprise_network", TEXT),  # on | off ('' when not forwarding)
+    ("enterprise_reason", "enterprise_reason", TEXT),
+    ("forwarded_lines", "forwarded_lines", BIGINT),
+    ("last_forward_success", "last_forward_success", BIGINT),  # epoch s
+    ("last_forward_error", "last_forward_error", TEXT),
 )
 
 STATUS_COLUMNS: Final[tuple[tuple[str, str], ...]] = (
