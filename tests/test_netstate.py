@@ -150,3 +150,79 @@ def test_listener_errors_do_not_stop_the_watcher() -> None:
     assert not watcher.check().on
     assert watcher.check().on
     assert [d.on for d in seen] == [False, True] and watcher.changes == 2
+
+
+UPLINK = """
+import json, sys, time
+from pathlib import Path
+from extension.settings import Settings
+from extension.spool import Spool
+from extension.uplink import Uplink
+from tests.test_forwarder import SECRET, Fleet, Server
+
+fleet = Fleet()
+server = Server(fleet)  # inside the namespace, on its own loopback
+spool = Spool(Path(sys.argv[1]), max_bytes=1 << 20)
+settings = Settings(data_dir=Path(sys.argv[1]).parent, fleet_url=f"http://127.0.0.1:{server.port}",
+                    enroll_secret=SECRET, enterprise_gateways=("10.99.0.1",))
+uplink = Uplink(settings, spool)
+uplink.start()
+for command in sys.stdin:
+    word = command.strip()
+    if word.startswith("append"):
+        spool.append("result", [json.dumps({"n": int(word.split()[1])})])
+        uplink.wake.set()
+    elif word == "report":
+        time.sleep(1.5)  # long enough for a woken forwarder to deliver
+        items = [item["n"] for item in fleet.stored_items()]
+        print(json.dumps({"on": uplink.watcher.on, "sent": items, "waiting": spool.stats().rows}), flush=True)
+uplink.stop()
+server.close()
+"""
+
+
+def test_forwarding_stops_off_the_enterprise_network_and_resumes_on_it(namespace: tuple[str, str]) -> None:
+    """Real route changes in a namespace switch the uplink off and on; what waited goes at once."""
+    name, link = namespace
+    spool_path = Path(f"/tmp/{name}-spool.db")
+    process = subprocess.Popen(
+        ["ip", "netns", "exec", name, sys.executable, "-c", UPLINK, str(spool_path)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert process.stdin is not None and process.stdout is not None
+
+    def ask(*commands: str) -> dict[str, object]:
+        assert process.stdin is not None
+        for command in (*commands, "report"):
+            process.stdin.write(command + "\n")
+        process.stdin.flush()
+        import json  # noqa: PLC0415
+
+        reported: dict[str, object] = json.loads(next_state(process, timeout=20))
+        return reported
+
+    def step(command: str, *, on: bool) -> dict[str, object]:
+        """Once the watcher has seen the route change (its debounce takes a moment), run command."""
+        end = time.monotonic() + 10
+        while ask()["on"] is not on:
+            assert time.monotonic() < end, "the watcher did not see the route change"
+        return ask(command)
+
+    try:
+        assert step("append 1", on=False) == {"on": False, "sent": [], "waiting": 1}  # no route: off
+        sh("ip", "-n", name, "route", "add", "default", "via", "10.99.0.1", "dev", link)
+        assert ask()["sent"] == [1]  # on: what waited went at once, before anything new
+        assert step("append 2", on=True) == {"on": True, "sent": [1, 2], "waiting": 0}
+        sh("ip", "-n", name, "route", "del", "default")
+        assert step("append 3", on=False) == {"on": False, "sent": [1, 2], "waiting": 1}  # off: it waits
+        sh("ip", "-n", name, "route", "add", "default", "via", "10.99.0.1", "dev", link)
+        assert step("append 4", on=True) == {"on": True, "sent": [1, 2, 3, 4], "waiting": 0}
+    finally:
+        process.kill()
+        process.communicate(timeout=10)
+        for suffix in ("", "-wal", "-shm", ".forwarder.json"):
+            Path(f"{spool_path}{suffix}").unlink(missing_ok=True)
