@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from extension import __version__
 from extension.community_id import community_id
 from extension.enrich import DnsLearner, HostnameResolver, ProcessCache, UserNames, local_hostname
 from extension.events import (
@@ -130,6 +131,7 @@ class Collector:
                 "started_at": int(clock()),
                 "pid": os.getpid(),
                 "kernel": os.uname().release,
+                "version": __version__,
                 "window_seconds": settings.window_seconds,
             }
         )

@@ -25,7 +25,6 @@ import stat
 import sys
 import time
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -92,10 +91,9 @@ def _error(message: str) -> None:
 
 
 def _version() -> str:
-    try:
-        return metadata.version("osquery-netflow")
-    except metadata.PackageNotFoundError:
-        return "0.1.0"
+    from extension import __version__  # noqa: PLC0415
+
+    return __version__
 
 
 def _wait_for_socket(path: Path, timeout: float) -> str | None:

@@ -124,6 +124,7 @@ _INFO_COLUMNS: Final[tuple[tuple[str, str, str], ...]] = (
     ("started_at", "started_at", BIGINT),
     ("pid", "agent_pid", INTEGER),
     ("kernel", "kernel", TEXT),
+    ("version", "agent_version", TEXT),
     ("window_seconds", "window_seconds", INTEGER),
     ("spool_rows", "spool_rows", BIGINT),  # log lines waiting to be forwarded
     ("spool_bytes", "spool_bytes", BIGINT),
