@@ -403,36 +403,31 @@ def test_losses_are_persisted_and_shown_by_status(data_dir: Path, bpf_object: Pa
     assert status["rows"]["socket_events"] > 0
 
 
+def build_variant(tmp_path: Path, bpf_object: Path, old: str, new: str) -> Path:
+    """The BPF object built from a copy of the sources with ``old`` replaced by ``new``."""
+    from extension.bpf import build  # noqa: PLC0415
+
+    replaced = False
+    for name in build.SOURCES:
+        text = (build.SOURCE_DIR / name).read_text()
+        replaced = replaced or old in text
+        (tmp_path / name).write_text(text.replace(old, new))
+    assert replaced, f"{old!r} is in none of the BPF sources"
+    variant = tmp_path / "variant.bpf.o"
+    include = [f"-I{bpf_object.parent}", f"-I{tmp_path}"]
+    command = ["clang", "-O2", "-g", "-target", "bpf", f"-D__TARGET_ARCH_{build._target_arch()}", *include]
+    subprocess.run([*command, "-c", str(tmp_path / "netflow.bpf.c"), "-o", str(variant)], check=True)
+    return variant
+
+
 def test_an_object_from_another_version_is_refused_with_the_reason(tmp_path: Path, bpf_object: Path) -> None:
     """EXTENSION_BPF_OBJECT may point at an object built from an older netflow.h: the agent must say
     so, not fail later on a missing counter."""
-    from extension.bpf import build  # noqa: PLC0415
     from extension.sources.base import CaptureError  # noqa: PLC0415
     from extension.sources.ebpf import check_object  # noqa: PLC0415
     from extension.sources.libbpf import get_libbpf  # noqa: PLC0415
 
-    for name in build.SOURCES:
-        text = (build.SOURCE_DIR / name).read_text()
-        (tmp_path / name).write_text(text.replace("PNF_C_MAX = 7", "PNF_C_MAX = 6"))
-    old = tmp_path / "old.bpf.o"
-    include = [f"-I{bpf_object.parent}", f"-I{tmp_path}"]
-    source = str(tmp_path / "netflow.bpf.c")
-    subprocess.run(
-        [
-            "clang",
-            "-O2",
-            "-g",
-            "-target",
-            "bpf",
-            "-D__TARGET_ARCH_x86",
-            *include,
-            "-c",
-            source,
-            "-o",
-            str(old),
-        ],
-        check=True,
-    )
+    old = build_variant(tmp_path, bpf_object, "PNF_C_MAX = 7", "PNF_C_MAX = 6")
     check_object(get_libbpf(), bpf_object)  # this version's object passes
     with pytest.raises(CaptureError, match="built from another version: map counters"):
         check_object(get_libbpf(), old)
@@ -441,36 +436,14 @@ def test_an_object_from_another_version_is_refused_with_the_reason(tmp_path: Pat
 def test_a_program_the_kernel_refuses_ends_in_one_clear_error(tmp_path: Path, bpf_object: Path) -> None:
     """Every hook set refused (here: a variant whose traffic program writes to the socket, which the
     verifier forbids) is a CaptureError naming each hook set and why, not a traceback."""
-    from extension.bpf import build  # noqa: PLC0415
     from extension.sources.base import CaptureError  # noqa: PLC0415
 
-    for name in build.SOURCES:
-        text = (build.SOURCE_DIR / name).read_text()
-        if name.endswith(".c"):
-            marker = "\tif (bytes <= 0 || !sk)\n\t\treturn;\n"
-            assert marker in text
-            text = text.replace(
-                marker, marker + "\tsk->sk_mark = 1; /* refused: BTF pointers are read-only */\n"
-            )
-        (tmp_path / name).write_text(text)
-    refused = tmp_path / "refused.bpf.o"
-    include = [f"-I{bpf_object.parent}", f"-I{tmp_path}"]
-    source = str(tmp_path / "netflow.bpf.c")
-    subprocess.run(
-        [
-            "clang",
-            "-O2",
-            "-g",
-            "-target",
-            "bpf",
-            "-D__TARGET_ARCH_x86",
-            *include,
-            "-c",
-            source,
-            "-o",
-            str(refused),
-        ],
-        check=True,
+    marker = "\tif (bytes <= 0 || !sk)\n\t\treturn;\n"
+    refused = build_variant(
+        tmp_path,
+        bpf_object,
+        marker,
+        marker + "\tsk->sk_mark = 1; /* refused: BTF pointers are read-only */\n",
     )
     with pytest.raises(CaptureError) as caught:
         EbpfSource(refused)
