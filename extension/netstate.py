@@ -13,11 +13,15 @@ reason and handed to the listeners; a change to "on" is how the forwarder is wok
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import select
+import socket
+import ssl
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,14 +36,20 @@ class Policy:
     gateway_ips: frozenset[str] = frozenset()
     gateway_macs: frozenset[str] = frozenset()  # lower case, colon separated
     dns_search_domains: frozenset[str] = frozenset()  # lower case, without the trailing dot
+    fleet_tls: bool = False  # on when the fleet service answers over TLS with the expected certificate
 
     @property
     def configured(self) -> bool:
-        return bool(self.gateway_ips or self.gateway_macs or self.dns_search_domains)
+        return bool(self.gateway_ips or self.gateway_macs or self.dns_search_domains or self.fleet_tls)
 
     @classmethod
     def from_settings(
-        cls, gateway_ips: Iterable[str], gateway_macs: Iterable[str], domains: Iterable[str]
+        cls,
+        gateway_ips: Iterable[str],
+        gateway_macs: Iterable[str],
+        domains: Iterable[str],
+        *,
+        fleet_tls: bool = False,
     ) -> Policy:
         macs = frozenset(mac.strip().lower().replace("-", ":") for mac in gateway_macs if mac.strip())
         bad = sorted(mac for mac in macs if not MAC_RE.match(mac))
@@ -49,6 +59,7 @@ class Policy:
             gateway_ips=frozenset(ip.strip() for ip in gateway_ips if ip.strip()),
             gateway_macs=macs,
             dns_search_domains=frozenset(d.strip().lower().rstrip(".") for d in domains if d.strip()),
+            fleet_tls=fleet_tls,
         )
 
 
@@ -56,6 +67,8 @@ class Policy:
 class NetworkFacts:
     gateways: tuple[tuple[str, str], ...] = ()  # (gateway IP, its MAC or "") of the default routes
     search_domains: tuple[str, ...] = ()
+    fleet_tls: str = ""  # why the fleet service is (not) reachable with the expected certificate ...
+    fleet_tls_ok: bool = False  # ... and whether it is; only probed when the policy asks
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +88,41 @@ def evaluate(policy: Policy, facts: NetworkFacts) -> Decision:
     for domain in facts.search_domains:
         if domain.lower().rstrip(".") in policy.dns_search_domains:
             return Decision(True, f"DNS search domain {domain} is an enterprise domain")
+    if policy.fleet_tls and facts.fleet_tls_ok:
+        return Decision(True, f"the fleet service answers with the expected certificate ({facts.fleet_tls})")
     gateways = ", ".join(ip for ip, _ in facts.gateways) or "none"
-    return Decision(False, f"no enterprise gateway or DNS search domain (default gateways: {gateways})")
+    reason = f"no enterprise gateway or DNS search domain (default gateways: {gateways})"
+    if policy.fleet_tls:
+        reason += f"; fleet service: {facts.fleet_tls}"
+    return Decision(False, reason)
+
+
+def probe_fleet_tls(
+    url: str, *, ca_file: Path | None, fingerprints: Iterable[str], timeout: float = 3.0
+) -> tuple[bool, str]:
+    """Is the fleet service at ``url`` reachable over TLS with the expected certificate? Verified
+    against ``ca_file`` (or the system store); with ``fingerprints`` (SHA-256, hex, any separators)
+    the certificate must also be one of them. Returns (ok, why). Runs on the watcher's thread only."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme != "https" or not parsed.hostname:
+        return False, f"{url} is not an https:// URL"
+    port = parsed.port or 443
+    wanted = {re.sub(r"[^0-9a-f]", "", item.lower()) for item in fingerprints if item.strip()}
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    try:
+        with (
+            socket.create_connection((parsed.hostname, port), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=parsed.hostname) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True) or b""
+    except ssl.SSLCertVerificationError as exc:
+        return False, f"{parsed.hostname}:{port} has an unexpected certificate ({exc.verify_message})"
+    except (OSError, ssl.SSLError) as exc:
+        return False, f"{parsed.hostname}:{port} is not reachable ({exc})"
+    fingerprint = hashlib.sha256(der).hexdigest()
+    if wanted and fingerprint not in wanted:
+        return False, f"{parsed.hostname}:{port} has certificate {fingerprint[:16]}..., not an expected one"
+    return True, f"{parsed.hostname}:{port}"
 
 
 def read_search_domains(resolv_conf: Path = Path("/etc/resolv.conf")) -> tuple[str, ...]:
@@ -92,7 +138,9 @@ def read_search_domains(resolv_conf: Path = Path("/etc/resolv.conf")) -> tuple[s
     return tuple(domains)
 
 
-def read_facts(resolv_conf: Path = Path("/etc/resolv.conf")) -> NetworkFacts:
+def read_facts(
+    resolv_conf: Path = Path("/etc/resolv.conf"), fleet_probe: Callable[[], tuple[bool, str]] | None = None
+) -> NetworkFacts:
     """The default gateways (IPv4 and IPv6, with their MACs from the neighbour table) and the DNS
     search domains, read now."""
     from pyroute2 import IPRoute  # noqa: PLC0415 - Linux only
@@ -110,7 +158,13 @@ def read_facts(resolv_conf: Path = Path("/etc/resolv.conf")) -> NetworkFacts:
                     if mac:
                         break
                 gateways.append((str(gateway), mac))
-    return NetworkFacts(gateways=tuple(gateways), search_domains=read_search_domains(resolv_conf))
+    ok, why = fleet_probe() if fleet_probe is not None else (False, "")
+    return NetworkFacts(
+        gateways=tuple(gateways),
+        search_domains=read_search_domains(resolv_conf),
+        fleet_tls=why,
+        fleet_tls_ok=ok,
+    )
 
 
 Listener = Callable[[Decision], None]

@@ -55,6 +55,8 @@ class Settings:
     enterprise_gateways: tuple[str, ...] = ()  # default-gateway IPs
     enterprise_gateway_macs: tuple[str, ...] = ()
     enterprise_dns_domains: tuple[str, ...] = ()  # DNS search domains
+    enterprise_fleet_tls: bool = False  # on while the fleet service answers with the expected certificate
+    enterprise_fleet_fingerprints: tuple[str, ...] = ()  # SHA-256 of the expected certificate(s)
 
     @property
     def database_path(self) -> Path:

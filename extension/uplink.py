@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 from extension.forwarder import Forwarder
-from extension.netstate import Decision, NetworkWatcher, Policy
+from extension.netstate import Decision, NetworkWatcher, Policy, probe_fleet_tls, read_facts
 from extension.settings import Settings, SettingsError
 from extension.spool import Spool
 
@@ -47,13 +47,26 @@ class Uplink:
                 settings.enterprise_gateways,
                 settings.enterprise_gateway_macs,
                 settings.enterprise_dns_domains,
+                fleet_tls=settings.enterprise_fleet_tls,
             )
         except ValueError as exc:
             raise SettingsError(f"enterprise_gateway_macs: {exc}") from None
         self.spool = spool
         self.wake = threading.Event()
         self._stop = threading.Event()
-        self.watcher = NetworkWatcher(policy, listeners=[self._on_change])
+        probe = None
+        if settings.enterprise_fleet_tls:
+
+            def probe() -> tuple[bool, str]:
+                return probe_fleet_tls(
+                    settings.fleet_url,
+                    ca_file=settings.ca_file,
+                    fingerprints=settings.enterprise_fleet_fingerprints,
+                )
+
+        self.watcher = NetworkWatcher(
+            policy, listeners=[self._on_change], facts=lambda: read_facts(fleet_probe=probe)
+        )
         self.forwarder = Forwarder(
             spool,
             base_url=settings.fleet_url,

@@ -226,3 +226,72 @@ def test_forwarding_stops_off_the_enterprise_network_and_resumes_on_it(namespace
         process.communicate(timeout=10)
         for suffix in ("", "-wal", "-shm", ".forwarder.json"):
             Path(f"{spool_path}{suffix}").unlink(missing_ok=True)
+
+
+def test_fleet_tls_condition() -> None:
+    policy = Policy.from_settings([], [], [], fleet_tls=True)
+    assert policy.configured
+    on = evaluate(policy, NetworkFacts(fleet_tls="fleet:8443", fleet_tls_ok=True))
+    assert on.on and "expected certificate (fleet:8443)" in on.reason
+    off = evaluate(
+        policy, NetworkFacts(fleet_tls="fleet:8443 is not reachable (refused)", fleet_tls_ok=False)
+    )
+    assert not off.on and "fleet service: fleet:8443 is not reachable" in off.reason
+
+
+def test_probe_fleet_tls_against_a_real_tls_server(tmp_path: Path) -> None:
+    """Verified against the CA file, and pinned by fingerprint when fingerprints are given."""
+    import hashlib  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+    import ssl  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from extension.netstate import probe_fleet_tls  # noqa: PLC0415
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    request = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout", str(key)]
+    subprocess.run(
+        [*request, "-out", str(cert), "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            try:
+                with context.wrap_socket(conn, server_side=True):
+                    pass
+            except (ssl.SSLError, OSError):
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        url = f"https://127.0.0.1:{port}"
+        der = ssl.PEM_cert_to_DER_cert(cert.read_text())
+        right = ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+        assert probe_fleet_tls(url, ca_file=cert, fingerprints=[]) == (True, f"127.0.0.1:{port}")
+        assert probe_fleet_tls(url, ca_file=cert, fingerprints=[right])[0]
+        ok, why = probe_fleet_tls(url, ca_file=cert, fingerprints=["00" * 32])
+        assert not ok and "not an expected one" in why
+        ok, why = probe_fleet_tls(url, ca_file=None, fingerprints=[])
+        assert not ok and "unexpected certificate" in why
+        ok, why = probe_fleet_tls("http://127.0.0.1:1", ca_file=cert, fingerprints=[])
+        assert not ok and "not an https:// URL" in why
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
+    ok, why = probe_fleet_tls(url, ca_file=cert, fingerprints=[], timeout=1)
+    assert not ok and "not reachable" in why
