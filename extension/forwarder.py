@@ -79,6 +79,10 @@ class NodeInvalidError(ForwarderError):
     """The service does not know our node key (any more)."""
 
 
+class PayloadTooLargeError(ForwarderError):
+    """HTTP 413: the service will not take a request this large."""
+
+
 @dataclass(frozen=True, slots=True)
 class SendResult:
     outcome: Outcome
@@ -335,6 +339,8 @@ class Forwarder:
             raise NodeInvalidError(f"{what}: the service says the node key is invalid (HTTP {status})")
         if not 200 <= status < 300:
             detail = answer.get("error") or answer.get("message") or response.reason
+            if status == 413:
+                raise PayloadTooLargeError(f"{what}: HTTP 413: {str(detail)[:200]}")
             raise ForwarderError(f"{what}: HTTP {status}: {str(detail)[:200]}")
         return answer
 
@@ -407,6 +413,8 @@ class Forwarder:
                 return SendResult("idle")
             try:
                 size = self._deliver(inflight)
+            except PayloadTooLargeError as exc:
+                return self._too_large(inflight, str(exc))
             except ForwarderError as exc:
                 return self._failed(str(exc))
             self.spool.ack(inflight.batch)
@@ -440,6 +448,29 @@ class Forwarder:
             self._node_key = None
             self._save_state()
             raise ForwarderError("log: the node key was rejected again right after enrolling") from None
+
+    def _too_large(self, inflight: _InFlight, error: str) -> SendResult:
+        """HTTP 413: send half the batch next (and smaller batches from now on); a single line the
+        service still refuses is set aside in the spool's rejected table, so it cannot hold the rest."""
+        batch = inflight.batch
+        if len(batch.ids) == 1:
+            self.spool.reject(batch, error)
+            self._inflight = None
+        else:
+            half = len(batch.ids) // 2
+            smaller = Batch(
+                batch.log_type,
+                batch.ids[:half],
+                batch.lines[:half],
+                sum(len(line.encode("utf-8")) for line in batch.lines[:half]),
+            )
+            self._inflight = _InFlight(smaller, idempotency_key(self._salt, smaller))
+            self.batch_bytes = max(1024, min(self.batch_bytes, smaller.bytes))
+        self._save_state()
+        with self._stats_lock:
+            self._stats = replace(self._stats, last_error=error)
+        log.warning("%s: sending smaller batches (at most %d bytes)", error, self.batch_bytes)
+        return SendResult("failed", delay=0.0, ceiling=0.0, error=error)
 
     def _failed(self, error: str) -> SendResult:
         with self._stats_lock:

@@ -130,6 +130,7 @@ _INFO_COLUMNS: Final[tuple[tuple[str, str, str], ...]] = (
     ("spool_bytes", "spool_bytes", BIGINT),
     ("spool_oldest_unsent", "spool_oldest_unsent", BIGINT),  # epoch s of the oldest waiting line
     ("spool_dropped_rows", "spool_dropped_rows", BIGINT),  # lines dropped by the spool's bound
+    ("spool_rejected_rows", "spool_rejected_rows", BIGINT),  # refused for good by the service (413)
     ("enterprise_network", "enterprise_network", TEXT),  # on | off ('' when not forwarding)
     ("enterprise_reason", "enterprise_reason", TEXT),
     ("forwarded_lines", "forwarded_lines", BIGINT),

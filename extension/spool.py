@@ -53,6 +53,7 @@ class SpoolStats:
     oldest_created: float | None  # epoch s of the oldest line waiting, None when empty
     dropped_rows: int  # evicted by the size bound: never sent
     dropped_bytes: int
+    rejected_rows: int = 0  # refused for good by the service (HTTP 413 on a single line): set aside
 
 
 class Spool:
@@ -189,6 +190,25 @@ class Spool:
                     freed += int(deleted["bytes"])
             conn.execute(load_sql("state_add"), {"key": "bytes", "delta": -freed})
 
+    def reject(self, batch: Batch, reason: str) -> None:
+        """The service refuses these lines for good: set them aside in the ``rejected`` table (kept
+        for inspection, counted in ``rejected_rows``) so that they no longer hold the spool."""
+        with self._transaction() as conn:
+            freed = 0
+            for row_id in batch.ids:
+                conn.execute(load_sql("reject"), {"id": row_id, "reason": reason, "rejected": self.clock()})
+                deleted = conn.execute(load_sql("ack"), {"id": row_id}).fetchone()
+                if deleted is not None:
+                    freed += int(deleted["bytes"])
+            conn.execute(load_sql("state_add"), {"key": "bytes", "delta": -freed})
+            conn.execute(load_sql("state_add"), {"key": "rejected_rows", "delta": len(batch.ids)})
+        log.error(
+            "the fleet service refused %d %s lines for good (%s): set aside",
+            len(batch.ids),
+            batch.log_type,
+            reason,
+        )
+
     def stats(self) -> SpoolStats:
         with self._lock:
             row = self._conn.execute(load_sql("state")).fetchone()
@@ -198,4 +218,5 @@ class Spool:
             oldest_created=None if row["oldest_created"] is None else float(row["oldest_created"]),
             dropped_rows=int(row["dropped_rows"]),
             dropped_bytes=int(row["dropped_bytes"]),
+            rejected_rows=int(row["rejected_rows"]),
         )

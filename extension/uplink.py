@@ -117,4 +117,5 @@ def spool_info(spool: Spool) -> dict[str, Any]:
         "spool_bytes": stats.bytes,
         "spool_oldest_unsent": int(stats.oldest_created or 0),
         "spool_dropped_rows": stats.dropped_rows,
+        "spool_rejected_rows": stats.rejected_rows,
     }

@@ -114,7 +114,12 @@ def make_handler(fleet: Fleet) -> type[BaseHTTPRequestHandler]:
                 action = fleet.log_actions.pop(0) if fleet.log_actions else "ok"
                 known = body["node_key"] in fleet.node_keys
             fleet.received.set()
-            if action == "node_invalid" or not known:
+            if action.startswith("max_lines:"):
+                with fleet.lock:
+                    fleet.log_actions.insert(0, action)  # the limit stays for later requests
+            if action.startswith("max_lines:") and len(body["data"]) > int(action.split(":")[1]):
+                self.answer(413, {"error": "request entity too large"})
+            elif action == "node_invalid" or not known:
                 self.answer(200, {"node_invalid": True})
             elif action == "node_invalid_401":
                 self.answer(401, {"node_invalid": True})
@@ -558,3 +563,37 @@ def test_killed_mid_batch_the_restart_resends_the_same_batch_with_the_same_key(
         assert spool.stats().rows == 0
     finally:
         spool.close()
+
+
+def test_http_413_splits_the_batch_and_sets_aside_a_line_it_never_takes(
+    spool: Spool, server: Server, fleet: Fleet
+) -> None:
+    """A service with a smaller request limit than ours: halve until it fits (new batches, new keys),
+    keep sending smaller batches; a single line it still refuses is set aside, counted, and the rest
+    flows on."""
+
+    def until_idle(forwarder: Forwarder) -> list[str]:
+        outcomes: list[str] = []
+        for _ in range(50):
+            result = forwarder.send_once()
+            outcomes.append(result.outcome)
+            if result.outcome == "idle":
+                return outcomes
+            assert result.outcome == "sent" or result.delay == 0.0  # a 413 retries at once
+        raise AssertionError(f"the spool did not drain: {outcomes}")
+
+    spool.append("result", [result_line(n) for n in range(8)])
+    fleet.log_actions = ["max_lines:2"]
+    forwarder = make_forwarder(spool, server.port)
+    assert "failed" in until_idle(forwarder)
+    assert [item["counter"] for item in fleet.stored_items()] == list(range(8))  # all, in order, once
+    assert all(len(body["data"]) <= 2 for body in fleet.stored.values())
+    assert spool.stats().rows == 0 and spool.stats().rejected_rows == 0
+    # a service that takes nothing any more: the last line is set aside once the batch is down to it
+    fleet.log_actions = ["max_lines:0"]
+    spool.append("result", [result_line(100), result_line(101)])
+    until_idle(forwarder)
+    stats = spool.stats()
+    assert stats.rows == 0 and stats.rejected_rows == 2
+    assert "HTTP 413" in (forwarder.stats().last_error or "")
+    assert [item["counter"] for item in fleet.stored_items()] == list(range(8))

@@ -17,4 +17,18 @@ CREATE TABLE IF NOT EXISTS spool_state (
 );
 INSERT OR IGNORE INTO spool_state (key, value) VALUES ('bytes', 0), ('dropped_rows', 0), ('dropped_bytes', 0);
 
+
+-- Lines the fleet service refused outright (a single line still too large for it: HTTP 413), set
+-- aside here instead of holding the spool forever; counted in spool_state.rejected_rows.
+CREATE TABLE IF NOT EXISTS rejected (
+    id INTEGER PRIMARY KEY,      -- the line's spool id
+    log_type TEXT NOT NULL,
+    data TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    created REAL NOT NULL,       -- when it was spooled
+    rejected REAL NOT NULL,      -- when the service refused it
+    reason TEXT NOT NULL         -- what the service said
+);
+INSERT OR IGNORE INTO spool_state (key, value) VALUES ('rejected_rows', 0);
+
 PRAGMA user_version = 1;

@@ -3,5 +3,6 @@ SELECT
     (SELECT value FROM spool_state WHERE key = 'bytes') AS bytes,
     (SELECT value FROM spool_state WHERE key = 'dropped_rows') AS dropped_rows,
     (SELECT value FROM spool_state WHERE key = 'dropped_bytes') AS dropped_bytes,
+    (SELECT value FROM spool_state WHERE key = 'rejected_rows') AS rejected_rows,
     (SELECT count(*) FROM spool) AS rows,
     (SELECT min(created) FROM spool) AS oldest_created;
