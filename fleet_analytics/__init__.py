@@ -1,2 +1,3 @@
 """The fleet-side analytics service: osquery TLS ingest into PostgreSQL, detection and the analyst
-dashboard. Not built yet: see the open issues (4, 5, 6) and ARCHITECTURE.md."""
+dashboard (issues 4-6). Built so far: the schema migrations runner (db.py) and the embedded
+PostgreSQL default (embedded.py), with `python -m fleet_analytics migrate`."""
