@@ -25,6 +25,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,7 @@ class NetworkWatcher:
         self.decision: Decision | None = None
         self.changes = 0
         self._stop = threading.Event()
+        self._subscribed = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -212,16 +214,24 @@ class NetworkWatcher:
         return self.decision is not None and self.decision.on
 
     def start(self) -> None:
-        self.check()
+        """Subscribe first, then read the first state: a change between the two is never missed.
+        (The subscription is made on the watcher's own thread: pyroute2's sockets belong to the
+        thread that opened them.)"""
         self._thread = threading.Thread(target=self._run, name="netstate", daemon=True)
         self._thread.start()
+        if not self._subscribed.wait(timeout=10):
+            log.warning(
+                "no rtnetlink subscription after 10 s: network changes are seen by the periodic check only"
+            )
+        self.check()
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def _run(self) -> None:
+    @staticmethod
+    def _subscribe() -> Any:
         from pyroute2 import IPRoute  # noqa: PLC0415
         from pyroute2.netlink.rtnl import (  # noqa: PLC0415
             RTMGRP_IPV4_IFADDR,
@@ -232,16 +242,28 @@ class NetworkWatcher:
             RTMGRP_NEIGH,
         )
 
-        groups = (
-            RTMGRP_LINK
+        ipr = IPRoute()
+        ipr.bind(
+            groups=RTMGRP_LINK
             | RTMGRP_NEIGH
             | RTMGRP_IPV4_IFADDR
             | RTMGRP_IPV4_ROUTE
             | RTMGRP_IPV6_IFADDR
             | RTMGRP_IPV6_ROUTE
         )
-        with IPRoute() as ipr:
-            ipr.bind(groups=groups)
+        return ipr
+
+    def _run(self) -> None:
+        try:
+            ipr = self._subscribe()
+        except Exception as exc:
+            log.warning("cannot subscribe to network changes (%s): periodic checks only", exc)
+            self._subscribed.set()
+            while not self._stop.wait(self.periodic_seconds):
+                self.check()
+            return
+        self._subscribed.set()
+        try:
             last_check = time.monotonic()
             while not self._stop.is_set():
                 ready, _, _ = select.select([ipr], [], [], 0.5)
@@ -257,3 +279,5 @@ class NetworkWatcher:
                 elif time.monotonic() - last_check >= self.periodic_seconds:
                     self.check()
                     last_check = time.monotonic()
+        finally:
+            ipr.close()
