@@ -28,37 +28,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("extension")
 
-FLOW_COLUMNS = (
-    "window_start",
-    "window_seconds",
-    "pid",
-    "process_name",
-    "process_path",
-    "process_sha256",
-    "uid",
-    "username",
-    "protocol",
-    "family",
-    "direction",
-    "local_address",
-    "local_port",
-    "remote_address",
-    "remote_port",
-    "local_hostname",
-    "remote_hostname",
-    "bytes_sent",
-    "bytes_received",
-    "connections",
-    "activity",
-    "first_seen",
-    "last_seen",
-    "sends",
-    "receives",
-    "community_id",
-    "process_start_time",
-    "parent_pid",
-    "cmdline",
-)
 
 EPILOG = """\
 examples:
@@ -365,7 +334,8 @@ def cmd_capture(args: argparse.Namespace) -> int:
     out = sys.stdout
     if args.format == "json":
         for row in flows:
-            out.write(json.dumps({column: row.get(column) for column in FLOW_COLUMNS}) + "\n")
+            # the flows table's own columns (sql/endpoint/schema.sql), in order, but its internal id
+            out.write(json.dumps({column: value for column, value in row.items() if column != "id"}) + "\n")
     else:
         shown = [dict(row) for row in flows]
         for row in shown:

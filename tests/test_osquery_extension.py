@@ -25,6 +25,7 @@ from extension.osquery_plugins import NetAgentStatus, NetFlows, table_specs
 from extension.settings import Settings
 from extension.store import Store
 from tests.osquery_core import OsqueryCore, Registration, call_extension
+from tests.test_store import event as store_event
 
 ROOT = Path(__file__).resolve().parent.parent
 W = 60
@@ -34,20 +35,8 @@ EQ, GT, LE, LT, GE, LIKE = 2, 4, 8, 16, 32, 65
 
 
 def event(**overrides: Any) -> SocketEvent:
-    fields: dict[str, Any] = {
-        "time": T0 + 5,
-        "activity": Activity.DATA,
-        "pid": 100,
-        "process_name": "curl",
-        "protocol": "tcp",
-        "family": 4,
-        "local_address": "10.0.0.2",
-        "local_port": 50000,
-        "remote_address": "93.184.216.34",
-        "remote_port": 443,
-    }
-    fields.update(overrides)
-    return SocketEvent(**fields)
+    """The store tests' valid raw row, at this module's time."""
+    return store_event(**{"time": T0 + 5, **overrides})
 
 
 EVENTS = [
