@@ -1,3 +1,116 @@
-"""The fleet-side analytics service: osquery TLS ingest into PostgreSQL, detection and the analyst
-dashboard (issues 4-6). Built so far: the schema migrations runner (db.py) and the embedded
-PostgreSQL default (embedded.py), with `python -m fleet_analytics migrate`."""
+"""The fleet-side analytics service: osquery TLS ingest into PostgreSQL (issue 4); detection and the
+analyst dashboard come next (issues 5, 6).
+
+``create_app(test_config=None)`` builds the Flask app: settings from defaults, then ``FLEET_*``
+environment variables, then ``test_config`` (validated: a bad one raises ConfigError naming it). With no
+``FLEET_DATABASE_URL`` it starts an embedded PostgreSQL in ``FLEET_DATA_DIR``, migrates it, and stops it
+at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from fleet_analytics.config import Settings, as_flask_config, load_settings
+from fleet_analytics.db import Database, DatabaseUnavailable, migrate
+from fleet_analytics.embedded import EmbeddedPostgres
+from fleet_analytics.ingest.protocol import RequestError
+from fleet_analytics.ingest.store import make_secret_active
+from fleet_analytics.packs import shipped_packs
+from fleet_analytics.services import Services
+
+log = logging.getLogger(__name__)
+
+__all__ = ["create_app"]
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    settings = load_settings(test_config)
+    app = Flask(__name__)
+    app.config.update(as_flask_config(settings))
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["SECRET_KEY"] = settings.secret_key or secrets.token_hex(32)
+    app.config["TESTING"] = bool(test_config)
+    packs = shipped_packs(settings.packs_dir)
+    embedded = None
+    dsn = settings.database_url
+    if not dsn:
+        embedded = EmbeddedPostgres(settings.data_dir)
+        dsn = embedded.start()
+        atexit.register(embedded.stop)
+        migrate(dsn)
+    db = Database(dsn, pool_max=settings.pool_max, statement_timeout_ms=settings.statement_timeout_ms)
+    fleet = Services(settings=settings, db=db, shipped_packs=packs, embedded=embedded)
+    app.extensions["fleet"] = fleet
+    apply_enroll_secret(fleet.db, settings)
+
+    from fleet_analytics.ingest.views import bp as osquery_bp  # noqa: PLC0415 - views import the app's pieces
+
+    app.register_blueprint(osquery_bp)
+    register_error_handlers(app)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        with fleet.db.transaction() as cur:
+            cur.execute("SELECT 1")
+        return jsonify({"status": "ok"})
+
+    return app
+
+
+def apply_enroll_secret(db: Database, settings: Settings) -> None:
+    """FLEET_ENROLL_SECRET becomes the one active secret. With PostgreSQL down this is logged and left
+    to the next start (the service still starts, and answers 503 until the database is back)."""
+    if not settings.enroll_secret:
+        return
+    try:
+        with db.transaction() as cur:
+            revoked = make_secret_active(cur, settings.enroll_secret)
+    except DatabaseUnavailable as exc:
+        log.warning("FLEET_ENROLL_SECRET not applied now: %s", exc)
+        return
+    if revoked:
+        log.info("FLEET_ENROLL_SECRET is now the enroll secret; %d other(s) revoked", revoked)
+
+
+def error(status: int, reason: str, **extra: Any) -> tuple[Response, int]:
+    return jsonify({"error": reason, **extra}), status
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(RequestError)
+    def request_error(exc: RequestError) -> tuple[Response, int]:
+        if exc.status == 401:
+            return error(401, exc.reason, node_invalid=True)
+        return error(exc.status, exc.reason)
+
+    @app.errorhandler(DatabaseUnavailable)
+    def unavailable(exc: DatabaseUnavailable) -> tuple[Response, int]:
+        retry = app.config["FLEET_RETRY_AFTER_SECONDS"]
+        log.warning("%s %s: 503: %s", request.method, request.path, exc)
+        response, status = error(503, f"the database is unavailable; retry later ({exc})", retry_after=retry)
+        response.headers["Retry-After"] = str(retry)
+        return response, status
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[Response, int]:
+        status = exc.code or 500
+        reasons = {
+            413: f"the request body exceeds {app.config['MAX_CONTENT_LENGTH']} bytes: send smaller batches",
+            400: f"bad request: {exc.description}",
+            404: f"no such endpoint: {request.path}",
+            405: f"{request.method} is not allowed on {request.path}",
+        }
+        return error(status, reasons.get(status, exc.description or exc.name))
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> tuple[Response, int]:
+        log.exception("%s %s failed", request.method, request.path)
+        return error(500, f"internal error ({type(exc).__name__}); nothing was acknowledged: retry later")

@@ -1,52 +1,220 @@
-"""Command line of the fleet service: ``python -m fleet_analytics migrate`` (more commands come with
-the service: serve, enroll-secret, worker, beat, ...)."""
+"""Command line of the fleet service.
+
+    python -m fleet_analytics serve [--host H] [--port P]   the web service (gunicorn)
+    python -m fleet_analytics migrate                       apply pending schema migrations
+    python -m fleet_analytics enroll-secret rotate|set|status
+    python -m fleet_analytics packs list|show|add|remove
+    python -m fleet_analytics maintain                      flow partitions ahead, retention
+    python -m fleet_analytics quarantine [--since-hours N]  quarantined rows per filter
+
+Settings are FLEET_* environment variables (docs/fleet.md). Without FLEET_DATABASE_URL every command
+runs on the embedded PostgreSQL in FLEET_DATA_DIR (started for the command, stopped after).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
-import os
+import secrets
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from fleet_analytics.db import MigrationError, migrate
+from fleet_analytics.config import ConfigError, Settings, load_settings
+from fleet_analytics.db import Database, DatabaseUnavailable, MigrationError, load_sql, migrate, pending
 from fleet_analytics.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from fleet_analytics.ingest.store import drop_partitions_before, ensure_partitions, make_secret_active
+from fleet_analytics.packs import (
+    PackError,
+    admin_packs,
+    delete_pack,
+    load_pack_file,
+    save_pack,
+    shipped_packs,
+)
+
+log = logging.getLogger("fleet_analytics")
 
 
-def default_data_dir() -> Path:
-    return (
-        Path("/var/lib/osquery-netflow-fleet")
-        if os.geteuid() == 0
-        else Path.home() / ".local/state/osquery-netflow-fleet"
-    )
+class CommandError(RuntimeError):
+    pass
 
 
-def cmd_migrate(_args: argparse.Namespace) -> int:
-    url = os.environ.get("FLEET_DATABASE_URL", "")
-    if url:
-        applied = migrate(url)
+@contextlib.contextmanager
+def database(settings: Settings) -> Iterator[str]:
+    """The URL of the service's PostgreSQL: the configured one (which must be migrated), or the embedded
+    one, started, migrated, and stopped when the block ends."""
+    if settings.database_url:
+        behind = pending(settings.database_url)
+        if behind:
+            raise CommandError(
+                f"the database schema is behind ({', '.join(behind)} not applied): "
+                "run python -m fleet_analytics migrate"
+            )
+        yield settings.database_url
+        return
+    with EmbeddedPostgres(settings.data_dir) as pg:
+        migrate(pg.dsn)
+        yield pg.dsn
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    if settings.database_url:
+        applied = migrate(settings.database_url)
     else:
-        data_dir = Path(os.environ.get("FLEET_DATA_DIR") or default_data_dir())
-        with EmbeddedPostgres(data_dir) as pg:
+        with EmbeddedPostgres(settings.data_dir) as pg:
             applied = migrate(pg.dsn)
     print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "; up to date"))
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from fleet_analytics import create_app  # noqa: PLC0415 - flask only for the commands that serve
+    from fleet_analytics.server import serve  # noqa: PLC0415
+
+    with database(settings) as dsn:
+        app = create_app({"database_url": dsn})
+        with Database(dsn) as db:
+            ensure_partitions(db, now=time.time(), ahead_days=settings.partitions_ahead_days, back_days=0)
+        return serve(app, settings, host=args.host, port=args.port, workers=args.workers)
+
+
+def cmd_enroll_secret(settings: Settings, args: argparse.Namespace) -> int:
+    with database(settings) as dsn, Database(dsn) as db, db.transaction() as cur:
+        if args.action == "status":
+            cur.execute(load_sql("enroll_secrets_active"))
+            count = len(cur.fetchall())
+            print(f"{count} active enroll secret(s)" + ("" if count else ": enrollment is closed"))
+            return 0
+        if args.action == "set":
+            secret = Path(args.file).read_text(encoding="utf-8").strip() if args.file else args.secret
+            if not secret:
+                raise CommandError("give the secret: enroll-secret set SECRET (or --file PATH)")
+        else:
+            secret = secrets.token_urlsafe(24)
+        revoked = make_secret_active(cur, secret, revoke_others=not args.keep_old)
+    if args.action == "rotate":
+        print(secret)  # the only time it is shown: only its hash is stored
+    print(f"enroll secret active; {revoked} other(s) revoked", file=sys.stderr)
+    return 0
+
+
+def cmd_packs(settings: Settings, args: argparse.Namespace) -> int:
+    shipped = shipped_packs(settings.packs_dir)
+    with database(settings) as dsn, Database(dsn) as db, db.transaction() as cur:
+        if args.action == "list":
+            admin = admin_packs(cur)
+            for name in sorted({*shipped, *admin}):
+                source = "admin" if name in admin else "shipped"
+                pack = admin.get(name) or shipped[name]
+                print(f"{name}\t{source}\t{len(pack['queries'])} queries")
+        elif args.action == "show":
+            found = admin_packs(cur).get(args.name) or shipped.get(args.name)
+            if found is None:
+                raise CommandError(f"no pack named {args.name}")
+            print(json.dumps(found, indent=2))
+        elif args.action == "add":
+            name, pack = load_pack_file(Path(args.file))
+            save_pack(cur, args.name or name, pack)
+            print(f"pack {args.name or name} saved")
+        elif not delete_pack(cur, args.name):
+            raise CommandError(
+                f"no admin pack named {args.name} (shipped packs are files in {settings.packs_dir})"
+            )
+    return 0
+
+
+def cmd_maintain(settings: Settings, _args: argparse.Namespace) -> int:
+    now = time.time()
+    with database(settings) as dsn, Database(dsn) as db:
+        created = ensure_partitions(db, now=now, ahead_days=settings.partitions_ahead_days, back_days=0)
+        cutoff = (int(now) // 86400 - settings.flow_retention_days) * 86400
+        dropped = drop_partitions_before(db, cutoff)
+    print(f"flow partitions present: {', '.join(created)}; dropped: {', '.join(dropped) or 'none'}")
+    return 0
+
+
+def cmd_quarantine(settings: Settings, args: argparse.Namespace) -> int:
+    since = datetime.now(tz=UTC) - timedelta(hours=args.since_hours)
+    with database(settings) as dsn, Database(dsn) as db, db.transaction() as cur:
+        cur.execute(load_sql("quarantine_counts"), {"since": since})
+        rows: list[dict[str, Any]] = [
+            {"filter": name, "rows": count, "last_at": last.isoformat()}
+            for name, count, last in cur.fetchall()
+        ]
+    print(json.dumps({"since": since.isoformat(), "filters": rows}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m fleet_analytics",
-        description="The fleet analytics service. Settings: FLEET_DATABASE_URL (an external PostgreSQL "
-        "15+; without it an embedded PostgreSQL runs in FLEET_DATA_DIR).",
+        description="The fleet analytics service. Settings are FLEET_* environment variables "
+        "(docs/fleet.md); "
+        "without FLEET_DATABASE_URL an embedded PostgreSQL runs in FLEET_DATA_DIR.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
     commands.add_parser("migrate", help="apply the pending schema migrations (idempotent)")
-    args = parser.parse_args(argv)
+    serve = commands.add_parser("serve", help="run the web service (gunicorn)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument("--workers", type=int, default=None, help="worker processes (FLEET_WEB_WORKERS)")
+    secret = commands.add_parser("enroll-secret", help="create, rotate or check the enroll secret")
+    secret_actions = secret.add_subparsers(dest="action", required=True, metavar="action")
+    rotate = secret_actions.add_parser("rotate", help="make a new random secret (printed once)")
+    set_secret = secret_actions.add_parser("set", help="accept a given secret")
+    set_secret.add_argument("secret", nargs="?", default="")
+    set_secret.add_argument("--file", help="read the secret from a file")
+    for sub in (rotate, set_secret):
+        sub.add_argument("--keep-old", action="store_true", help="keep accepting the previous secrets")
+    secret_actions.add_parser("status", help="how many secrets are accepted")
+    packs = commands.add_parser("packs", help="the osquery packs served to nodes")
+    pack_actions = packs.add_subparsers(dest="action", required=True, metavar="action")
+    pack_actions.add_parser("list", help="shipped and admin packs")
+    show = pack_actions.add_parser("show", help="print a pack")
+    show.add_argument("name")
+    add = pack_actions.add_parser("add", help="add or replace an admin pack from a JSON file")
+    add.add_argument("file")
+    add.add_argument("--name", help="pack name (default: the file name without extension)")
+    remove = pack_actions.add_parser("remove", help="remove an admin pack")
+    remove.add_argument("name")
+    commands.add_parser("maintain", help="create flow partitions ahead and drop those past retention")
+    quarantine = commands.add_parser("quarantine", help="quarantined rows per filter")
+    quarantine.add_argument("--since-hours", type=float, default=24.0)
+    return parser
+
+
+HANDLERS = {
+    "migrate": cmd_migrate,
+    "serve": cmd_serve,
+    "enroll-secret": cmd_enroll_secret,
+    "packs": cmd_packs,
+    "maintain": cmd_maintain,
+    "quarantine": cmd_quarantine,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return {"migrate": cmd_migrate}[args.command](args)
-    except (MigrationError, EmbeddedPostgresError) as exc:
+        settings = load_settings()
+        return HANDLERS[args.command](settings, args)
+    except (
+        ConfigError,
+        CommandError,
+        MigrationError,
+        EmbeddedPostgresError,
+        DatabaseUnavailable,
+        PackError,
+        OSError,
+        ValueError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -9,15 +9,21 @@ are forward only.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
+import os
 import re
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import psycopg2
+import psycopg2.extensions
+import psycopg2.pool
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +34,11 @@ MIGRATION_NAME: Final = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 class MigrationError(RuntimeError):
     """The migrations cannot be applied; the message names the file and what to do."""
+
+
+class DatabaseUnavailable(RuntimeError):
+    """PostgreSQL cannot be reached or gave a transient failure (connection lost, timeout, deadlock,
+    shutting down): the request is not acknowledged and may be retried."""
 
 
 def one_line(exc: BaseException) -> str:
@@ -62,6 +73,27 @@ def find_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
             raise MigrationError(f"{path}: version {version:04d} is also {found[version].name}; renumber one")
         found[version] = Migration(version, path.name, path.read_text(encoding="utf-8"))
     return [found[version] for version in sorted(found)]
+
+
+def pending(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """The names of the migrations not applied yet (all of them on an empty database)."""
+    try:
+        conn = psycopg2.connect(dsn, connect_timeout=10)
+    except psycopg2.OperationalError as exc:
+        raise MigrationError(
+            f"cannot connect to PostgreSQL: {one_line(exc)}; check FLEET_DATABASE_URL"
+        ) from None
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+            row = cur.fetchone()
+            applied: set[int] = set()
+            if row is not None and row[0]:
+                cur.execute(load_sql("migrations_applied"))
+                applied = {int(version) for version, _name, _checksum in cur.fetchall()}
+    finally:
+        conn.close()
+    return [migration.name for migration in find_migrations(directory) if migration.version not in applied]
 
 
 def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
@@ -116,3 +148,80 @@ def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     finally:
         conn.close()
     return applied_now
+
+
+# failures that say nothing about the request: the server is down, restarting, overloaded or timed out
+TRANSIENT: Final = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+class Database:
+    """A pool of PostgreSQL connections for one process, created on first use in that process (a
+    pool must never cross a fork: gunicorn forks its workers after the app is created)."""
+
+    def __init__(self, dsn: str, *, pool_max: int = 8, statement_timeout_ms: int = 60_000) -> None:
+        self.dsn = dsn
+        self.pool_max = pool_max
+        self.statement_timeout_ms = statement_timeout_ms
+        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
+        with self._lock:
+            if self._pool is None or self._pid != os.getpid():
+                self._pool = psycopg2.pool.ThreadedConnectionPool(
+                    0,
+                    self.pool_max,
+                    self.dsn,
+                    connect_timeout=5,
+                    application_name="fleet_analytics",
+                    options=f"-c statement_timeout={self.statement_timeout_ms}",
+                )
+                self._pid = os.getpid()
+            return self._pool
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg2.extensions.connection]:
+        """A pooled connection; DatabaseUnavailable for transient failures (the connection is then
+        discarded, not returned to the pool)."""
+        pool = self._get_pool()
+        try:
+            conn = pool.getconn()
+        except TRANSIENT as exc:
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {one_line(exc)}") from None
+        except psycopg2.pool.PoolError:
+            raise DatabaseUnavailable(f"all {self.pool_max} PostgreSQL connections are busy") from None
+        discard = False
+        try:
+            yield conn
+        except TRANSIENT as exc:
+            discard = True
+            raise DatabaseUnavailable(f"PostgreSQL failed: {one_line(exc)}") from None
+        except BaseException:
+            discard = bool(conn.closed)
+            raise
+        finally:
+            if not conn.closed and conn.status != psycopg2.extensions.STATUS_READY:
+                try:
+                    conn.rollback()
+                except TRANSIENT:
+                    discard = True
+            pool.putconn(conn, close=discard or bool(conn.closed))
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[psycopg2.extensions.cursor]:
+        """One transaction: committed when the block ends, rolled back when it raises."""
+        with self.connection() as conn, conn, conn.cursor() as cur:
+            yield cur
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None and self._pid == os.getpid():
+                self._pool.closeall()
+            self._pool = None

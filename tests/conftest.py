@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,3 +58,86 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "data"
     path.mkdir()
     yield path
+
+
+# -- PostgreSQL for the fleet tests: the embedded server (or FLEET_TEST_DATABASE_URL), one per session,
+# and a fresh database per test.
+
+
+@pytest.fixture(scope="session")
+def server_dsn() -> Iterator[str]:
+    external = os.environ.get("FLEET_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    directory = Path(tempfile.mkdtemp(prefix="fleet-pg-", dir="/tmp"))
+    try:
+        from fleet_analytics.embedded import EmbeddedPostgres  # noqa: PLC0415
+
+        with EmbeddedPostgres(directory) as pg:
+            yield pg.dsn
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def dsn(server_dsn: str) -> Iterator[str]:
+    """A fresh database per test on the shared server."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    import psycopg2  # noqa: PLC0415 - only the fleet tests need it
+
+    admin = psycopg2.connect(server_dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    database_dsn = _database_url(server_dsn, name)
+    try:
+        yield database_dsn
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.close()
+
+
+def _database_url(server_dsn: str, name: str) -> str:
+    base, _, query = server_dsn.partition("?")
+    return base.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture(scope="session")
+def migrated_template(server_dsn: str) -> Iterator[str]:
+    """A database with every shipped migration applied, used as the template of `fleet_dsn`."""
+    import psycopg2  # noqa: PLC0415
+
+    from fleet_analytics.db import migrate  # noqa: PLC0415
+
+    name = f"tmpl_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(server_dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    try:
+        migrate(_database_url(server_dsn, name))
+        yield name
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.close()
+
+
+@pytest.fixture
+def fleet_dsn(server_dsn: str, migrated_template: str) -> Iterator[str]:
+    """A fresh, migrated database per test (a copy of the template: fast)."""
+    import psycopg2  # noqa: PLC0415
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(server_dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name} TEMPLATE {migrated_template}")
+    try:
+        yield _database_url(server_dsn, name)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.close()

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
@@ -18,38 +14,6 @@ from fleet_analytics.db import MigrationError, find_migrations, migrate
 from fleet_analytics.embedded import EmbeddedPostgres, EmbeddedPostgresError
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="session")
-def server_dsn() -> Iterator[str]:
-    external = os.environ.get("FLEET_TEST_DATABASE_URL")
-    if external:
-        yield external
-        return
-    directory = Path(tempfile.mkdtemp(prefix="fleet-pg-", dir="/tmp"))
-    try:
-        with EmbeddedPostgres(directory) as pg:
-            yield pg.dsn
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture
-def dsn(server_dsn: str) -> Iterator[str]:
-    """A fresh database per test on the shared server."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(server_dsn)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    base, _, _query = server_dsn.partition("?")
-    database_dsn = base.rsplit("/", 1)[0] + f"/{name}" + (f"?{_query}" if _query else "")
-    try:
-        yield database_dsn
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE {name} WITH (FORCE)")
-        admin.close()
 
 
 def write(directory: Path, name: str, sql: str) -> None:

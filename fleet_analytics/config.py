@@ -1,0 +1,191 @@
+"""Settings of the fleet service: defaults, then ``FLEET_*`` environment variables, then the test
+config (``create_app(test_config)``), validated once at start into a frozen :class:`Settings`.
+
+Every setting is documented in docs/fleet.md; :data:`SETTINGS` is the single list of them (name,
+type, default, bounds, meaning). Environment values are strings and are parsed by the setting's type:
+``FLEET_ENROLL_SECRET=123`` stays the string ``"123"``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Final
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+ENV_PREFIX: Final = "FLEET_"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message names it and says what is accepted."""
+
+
+def default_data_dir() -> Path:
+    """Per-user state directory; as root a system path (the embedded PostgreSQL may not live in /root)."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/osquery-netflow-fleet")
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local/state")
+    return Path(state) / "osquery-netflow-fleet"
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str  # the Settings field; the env var is FLEET_<NAME>
+    kind: type  # str, int, float, bool or Path
+    default: Any
+    minimum: float | None = None
+    maximum: float | None = None
+    help: str = ""
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+MIB: Final = 1024 * 1024
+SETTINGS: Final[tuple[Setting, ...]] = (
+    Setting("database_url", str, "", help="PostgreSQL 15+ URL; empty: an embedded PostgreSQL in data_dir"),
+    Setting("data_dir", Path, None, help="state directory (embedded PostgreSQL, Redis); default per user"),
+    Setting("enroll_secret", str, "", help="when set, made the active enroll secret at start"),
+    Setting("packs_dir", Path, ROOT / "sql" / "packs", help="the shipped osquery packs (*.conf, JSON)"),
+    Setting("flows_query", str, "netflow_flows", help="query name whose rows are flow windows"),
+    Setting("max_body_bytes", int, 16 * MIB, 1024, 1024 * MIB, "largest request body as sent (gzip)"),
+    Setting(
+        "max_decompressed_bytes", int, 128 * MIB, 1024, 4096 * MIB, "largest request body once decompressed"
+    ),
+    Setting("max_row_age_seconds", int, 7 * 86400, 60, 366 * 86400, "older flow windows are quarantined"),
+    Setting("max_clock_skew_seconds", int, 600, 0, 86400, "tolerance for windows in the future"),
+    Setting("max_bytes_per_second", float, 12.5e9, 1.0, 1e13, "per flow; above it a byte count is absurd"),
+    Setting("max_items_per_request", int, 500_000, 1, 10_000_000, "log items per request"),
+    Setting("flow_retention_days", int, 30, 1, 3650, "flow partitions older than this are dropped"),
+    Setting("partitions_ahead_days", int, 2, 0, 60, "flow partitions created ahead of today"),
+    Setting("pool_max", int, 8, 1, 200, "PostgreSQL connections per process at most"),
+    Setting("statement_timeout_ms", int, 60_000, 100, 3_600_000, "PostgreSQL statement timeout"),
+    Setting("retry_after_seconds", int, 30, 1, 3600, "Retry-After sent with 503 answers"),
+    Setting("web_workers", int, 0, 0, 64, "gunicorn worker processes; 0: one per CPU"),
+    Setting("secret_key", str, "", help="Flask session key (dashboard); empty: random per start"),
+    Setting("tls_cert", str, "", help="PEM certificate (chain) for HTTPS; empty: plain HTTP"),
+    Setting("tls_key", str, "", help="PEM private key of tls_cert"),
+)
+TRUE_WORDS: Final = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS: Final = frozenset({"0", "false", "no", "off"})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str
+    data_dir: Path
+    enroll_secret: str
+    packs_dir: Path
+    flows_query: str
+    max_body_bytes: int
+    max_decompressed_bytes: int
+    max_row_age_seconds: int
+    max_clock_skew_seconds: int
+    max_bytes_per_second: float
+    max_items_per_request: int
+    flow_retention_days: int
+    partitions_ahead_days: int
+    pool_max: int
+    statement_timeout_ms: int
+    retry_after_seconds: int
+    web_workers: int
+    secret_key: str
+    tls_cert: str
+    tls_key: str
+
+
+def _parse(setting: Setting, value: Any, source: str) -> Any:
+    where = f"{setting.env} ({source})"
+    kind = setting.kind
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower()
+        if word in TRUE_WORDS | FALSE_WORDS:
+            return word in TRUE_WORDS
+        raise ConfigError(f"{where} is {value!r}: use true or false")
+    if kind in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} is {value!r}: use a number")
+        try:
+            number = kind(value) if not isinstance(value, str) else kind(value.strip())
+        except (TypeError, ValueError):
+            what = "whole number" if kind is int else "number"
+            raise ConfigError(f"{where} is {value!r}: use a {what}") from None
+        if kind is int and isinstance(value, float) and value != number:
+            raise ConfigError(f"{where} is {value!r}: use a whole number")
+        if setting.minimum is not None and number < setting.minimum:
+            raise ConfigError(f"{where} is {number}: the least accepted is {setting.minimum:g}")
+        if setting.maximum is not None and number > setting.maximum:
+            raise ConfigError(f"{where} is {number}: the most accepted is {setting.maximum:g}")
+        return number
+    if kind is Path:
+        if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+            raise ConfigError(f"{where} is {value!r}: use a directory path")
+        return Path(str(value).strip()).expanduser()
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} is {value!r}: use a string")
+    return value
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Defaults < FLEET_* environment < overrides (keys are setting names, either case, with or without
+    the FLEET_ prefix). Raises ConfigError naming the first bad or unknown setting."""
+    env = os.environ if environ is None else environ
+    known = {setting.name: setting for setting in SETTINGS}
+    given: dict[str, Any] = {}
+    for key, value in (overrides or {}).items():
+        name = key.lower().removeprefix(ENV_PREFIX.lower())
+        if name not in known:
+            raise ConfigError(f"unknown setting {key!r}: the settings are {', '.join(sorted(known))}")
+        given[name] = value
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.name in given:
+            values[setting.name] = _parse(setting, given[setting.name], "given config")
+        elif setting.env in env:
+            values[setting.name] = _parse(setting, env[setting.env], "environment")
+        else:
+            values[setting.name] = setting.default
+    if values["data_dir"] is None:
+        values["data_dir"] = default_data_dir()
+    settings = Settings(**values)
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    """Checks across settings."""
+    if settings.database_url and not settings.database_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            "FLEET_DATABASE_URL must be a postgresql:// URL, "
+            f"not {settings.database_url.split(':', 1)[0]}:// "
+            "(or leave it empty for the embedded PostgreSQL)"
+        )
+    if settings.flow_retention_days * 86400 < settings.max_row_age_seconds + 86400:
+        raise ConfigError(
+            f"FLEET_FLOW_RETENTION_DAYS ({settings.flow_retention_days}) must keep at least one day more "
+            "than "
+            f"FLEET_MAX_ROW_AGE_SECONDS ({settings.max_row_age_seconds} s) accepts: raise the retention or "
+            "lower the age"
+        )
+    if settings.max_decompressed_bytes < settings.max_body_bytes:
+        raise ConfigError("FLEET_MAX_DECOMPRESSED_BYTES must be at least FLEET_MAX_BODY_BYTES")
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise ConfigError("set both FLEET_TLS_CERT and FLEET_TLS_KEY (or neither, for plain HTTP)")
+    for name in ("tls_cert", "tls_key"):
+        path = getattr(settings, name)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"FLEET_{name.upper()} {path} is not a readable file")
+    if not settings.flows_query or any(ch in settings.flows_query for ch in "/ "):
+        raise ConfigError(f"FLEET_FLOWS_QUERY {settings.flows_query!r} must be a bare query name")
+
+
+def as_flask_config(settings: Settings) -> dict[str, Any]:
+    """The settings under their FLEET_* names, for app.config (read-only copies)."""
+    return {ENV_PREFIX + field.name.upper(): getattr(settings, field.name) for field in fields(settings)}

@@ -1,0 +1,2 @@
+-- The packs added by admins.
+SELECT name, pack, updated_at FROM packs ORDER BY name;

@@ -1,0 +1,93 @@
+"""Builders for the fleet tests: flow rows and log items as osquery (or our agent) sends them."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from typing import Any
+
+from extension.results import EVENTS_QUERY, FLOWS_QUERY, result_line
+
+SECRET = "test-enroll-secret"
+HOST = "host-a.example"
+
+
+def flow_columns(**overrides: Any) -> dict[str, str]:
+    """One valid netflow_flows row, every value text (as osquery logs them), window in the last minute."""
+    window = int(time.time()) // 60 * 60 - 60
+    row: dict[str, Any] = {
+        "window_start": window,
+        "window_seconds": 60,
+        "pid": 4242,
+        "process_name": "curl",
+        "process_path": "/usr/bin/curl",
+        "process_sha256": "ab" * 32,
+        "uid": 1000,
+        "username": "alice",
+        "protocol": "tcp",
+        "family": 4,
+        "direction": "outbound",
+        "local_address": "10.0.0.5",
+        "local_port": 50432,
+        "remote_address": "203.0.113.9",
+        "remote_port": 443,
+        "local_hostname": "host-a",
+        "remote_hostname": "example.net",
+        "bytes_sent": 1200,
+        "bytes_received": 48000,
+        "connections": 1,
+        "activity": "connect",
+        "first_seen": window + 3,
+        "last_seen": window + 9,
+        "sends": 4,
+        "receives": 30,
+        "community_id": "1:LQU9qZlK+B5F3KDmev6m5PMibrg=",
+        "process_start_time": window - 100,
+        "parent_pid": 1,
+        "cmdline": "curl https://example.net/",
+    }
+    row.update(overrides)
+    return {key: str(value) for key, value in row.items()}
+
+
+def result_item(columns: dict[str, Any], *, name: str = FLOWS_QUERY, counter: int = 0) -> dict[str, Any]:
+    line = result_line(
+        name=name, columns=columns, host_identifier=HOST, unix_time=int(time.time()), counter=counter
+    )
+    item: dict[str, Any] = json.loads(line)
+    return item
+
+
+def event_item(**overrides: Any) -> dict[str, Any]:
+    columns = {
+        "time": str(int(time.time()) - 5),
+        "activity": "connect",
+        "pid": "4242",
+        "remote_address": "203.0.113.9",
+        "remote_port": "443",
+    }
+    columns.update({key: str(value) for key, value in overrides.items()})
+    return result_item(columns, name=EVENTS_QUERY)
+
+
+def status_item(message: str = "osquery started", severity: int = 0) -> dict[str, Any]:
+    return {
+        "hostIdentifier": HOST,
+        "calendarTime": "Fri Dec  4 18:00:00 2026 UTC",
+        "unixTime": str(int(time.time())),
+        "severity": str(severity),
+        "filename": "init.cpp",
+        "line": "263",
+        "message": message,
+        "version": "5.12.1",
+        "decorations": {"host_uuid": "u-1"},
+    }
+
+
+def log_body(node_key: str, data: list[Any], *, log_type: str = "result", **extra: Any) -> bytes:
+    return json.dumps({"node_key": node_key, "log_type": log_type, "data": data, **extra}).encode()
+
+
+def gz(body: bytes) -> bytes:
+    return gzip.compress(body)
