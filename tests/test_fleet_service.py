@@ -1,0 +1,259 @@
+"""The fleet service as users run it: `serve` under gunicorn with our real forwarder sending to it over
+HTTP, the embedded default, and the CLI commands, on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+
+from extension.forwarder import Forwarder
+from extension.results import FLOWS_QUERY, result_line
+from extension.spool import Spool
+from tests.fleet_helpers import SECRET, flow_columns
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def get(url: str, timeout: float = 2) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"serve exited with {process.returncode}")
+        try:
+            if get(url + "/healthz")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("serve did not become healthy")
+
+
+def cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fleet_analytics", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def served(fleet_dsn: str) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "FLEET_DATABASE_URL": fleet_dsn, "FLEET_ENROLL_SECRET": SECRET}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fleet_analytics", "serve", "--port", str(port), "--workers", "2"],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, process)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        assert process.stderr is not None
+        process.stderr.close()
+
+
+def test_the_forwarder_delivers_to_the_served_api_exactly_once(
+    served: str, fleet_dsn: str, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool.db", max_bytes=64 << 20)
+    now = int(time.time())
+    lines = [
+        result_line(
+            name=FLOWS_QUERY,
+            columns=flow_columns(pid=pid),
+            host_identifier="laptop-1",
+            unix_time=now,
+            counter=pid,
+        )
+        for pid in range(1, 2001)
+    ]
+    spool.append("result", lines)
+    spool.append("result", ["{not json"])  # a line the forwarder sends as a string item: quarantined
+    forwarder = Forwarder(
+        spool, base_url=served, enroll_secret=SECRET, host_identifier="laptop-1", batch_bytes=256 << 10
+    )
+    outcomes = []
+    for _ in range(100):
+        result = forwarder.send_once()
+        outcomes.append(result.outcome)
+        if result.outcome != "sent":
+            break
+    assert outcomes[-1] == "idle" and outcomes.count("sent") >= 2  # several batches
+    assert spool.stats().rows == 0
+    with psycopg2.connect(fleet_dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*), count(DISTINCT pid) FROM flows")
+        assert cur.fetchone() == (2000, 2000)
+        cur.execute("SELECT filter, item #>> '{}' FROM quarantine")
+        assert cur.fetchall() == [("item_shape", "{not json")]
+        cur.execute("SELECT host_identifier FROM hosts")
+        assert cur.fetchall() == [("laptop-1",)]
+        cur.execute("SELECT count(*), count(DISTINCT idempotency_key) FROM ingest_batches")
+        batches, keys = cur.fetchone() or (0, 0)
+        assert batches == keys == outcomes.count("sent")
+    conn.close()
+    spool.close()
+
+
+def test_serve_on_the_embedded_default_migrates_and_stops_cleanly() -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="fleet-data-", dir="/tmp"))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    env.update({"FLEET_DATA_DIR": str(data_dir), "FLEET_ENROLL_SECRET": SECRET})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fleet_analytics", "serve", "--port", str(port), "--workers", "1"],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, process)
+        body = json.dumps({"enroll_secret": SECRET, "host_identifier": "h1"}).encode()
+        request = urllib.request.Request(
+            url + "/api/v1/osquery/enroll", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.loads(response.read())["node_invalid"] is False
+        assert (data_dir / "pgdata" / "PG_VERSION").is_file()
+        postmaster = data_dir / "pgdata" / "postmaster.pid"
+        assert postmaster.is_file()
+        pg_pid = int(postmaster.read_text().split()[0])
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        deadline = time.monotonic() + 20
+        while Path(f"/proc/{pg_pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{pg_pid}").exists(), "the embedded PostgreSQL was left running"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_enroll_secret_commands(fleet_dsn: str) -> None:
+    env = {"FLEET_DATABASE_URL": fleet_dsn}
+    assert "enrollment is closed" in cli("enroll-secret", "status", env=env).stdout
+    rotated = cli("enroll-secret", "rotate", env=env)
+    assert rotated.returncode == 0, rotated.stderr
+    first = rotated.stdout.strip()
+    assert len(first) >= 24
+    second = cli("enroll-secret", "rotate", env=env).stdout.strip()
+    assert second != first
+    assert "1 active" in cli("enroll-secret", "status", env=env).stdout
+    assert cli("enroll-secret", "set", "my-secret", "--keep-old", env=env).returncode == 0
+    assert "2 active" in cli("enroll-secret", "status", env=env).stdout
+
+    from fleet_analytics import create_app  # noqa: PLC0415
+
+    app = create_app({"database_url": fleet_dsn})
+    try:
+        client = app.test_client()
+        for secret, status in ((first, 401), (second, 200), ("my-secret", 200)):
+            answer = client.post(
+                "/api/v1/osquery/enroll", json={"enroll_secret": secret, "host_identifier": "h"}
+            )
+            assert answer.status_code == status, secret
+    finally:
+        app.extensions["fleet"].close()
+    missing = cli("enroll-secret", "set", env=env)
+    assert missing.returncode == 1 and "give the secret" in missing.stderr
+
+
+def test_packs_commands_validate_and_feed_the_config(fleet_dsn: str, tmp_path: Path) -> None:
+    env = {"FLEET_DATABASE_URL": fleet_dsn}
+    good = tmp_path / "inventory.conf"
+    good.write_text(
+        json.dumps({"queries": {"procs": {"query": "SELECT * FROM processes;", "interval": 3600}}})
+    )
+    bad = tmp_path / "broken.conf"
+    bad.write_text(json.dumps({"queries": {"procs": {"query": "SELECT 1;", "interval": 0}}}))
+    added = cli("packs", "add", str(good), env=env)
+    assert added.returncode == 0, added.stderr
+    refused = cli("packs", "add", str(bad), env=env)
+    assert refused.returncode == 1 and "interval must be" in refused.stderr
+    listing = cli("packs", "list", env=env).stdout
+    assert "inventory\tadmin\t1 queries" in listing and "netflow\tshipped" in listing
+
+    from fleet_analytics import create_app  # noqa: PLC0415
+
+    app = create_app({"database_url": fleet_dsn, "enroll_secret": SECRET})
+    try:
+        client = app.test_client()
+        key = client.post(
+            "/api/v1/osquery/enroll", json={"enroll_secret": SECRET, "host_identifier": "h"}
+        ).json["node_key"]  # type: ignore[index]
+        config = client.post("/api/v1/osquery/config", json={"node_key": key}).json
+        assert config is not None and set(config["packs"]) == {"inventory", "netflow"}
+        assert cli("packs", "remove", "inventory", env=env).returncode == 0
+        config = client.post("/api/v1/osquery/config", json={"node_key": key}).json
+        assert config is not None and set(config["packs"]) == {"netflow"}
+    finally:
+        app.extensions["fleet"].close()
+    gone = cli("packs", "remove", "inventory", env=env)
+    assert gone.returncode == 1 and "no admin pack" in gone.stderr
+
+
+def test_maintain_creates_partitions_ahead_and_drops_past_retention(fleet_dsn: str) -> None:
+    today = int(time.time()) // 86400
+    old_day = time.strftime("%Y-%m-%d", time.gmtime((today - 40) * 86400))
+    with psycopg2.connect(fleet_dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT fleet_ensure_flow_partition(%s::date)", (old_day,))
+    conn.close()
+    result = cli("maintain", env={"FLEET_DATABASE_URL": fleet_dsn, "FLEET_PARTITIONS_AHEAD_DAYS": "3"})
+    assert result.returncode == 0, result.stderr
+    with psycopg2.connect(fleet_dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT relname FROM pg_class WHERE relname ~ '^flows_[0-9]{8}$' ORDER BY 1")
+        names = [row[0] for row in cur.fetchall()]
+    conn.close()
+    expected = [time.strftime("flows_%Y%m%d", time.gmtime((today + n) * 86400)) for n in range(4)]
+    assert names == expected
+    assert old_day.replace("-", "") in result.stdout
+
+
+def test_quarantine_command_and_bad_settings(fleet_dsn: str, dsn: str) -> None:
+    result = cli("quarantine", env={"FLEET_DATABASE_URL": fleet_dsn})
+    assert result.returncode == 0 and json.loads(result.stdout)["filters"] == []
+    bad = cli("quarantine", env={"FLEET_DATABASE_URL": fleet_dsn, "FLEET_POOL_MAX": "lots"})
+    assert bad.returncode == 1 and "FLEET_POOL_MAX" in bad.stderr and "whole number" in bad.stderr
+    behind = cli("quarantine", env={"FLEET_DATABASE_URL": dsn})  # an empty database
+    assert behind.returncode == 1 and "run python -m fleet_analytics migrate" in behind.stderr
