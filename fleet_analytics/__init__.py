@@ -19,7 +19,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from fleet_analytics.config import Settings, as_flask_config, load_settings
-from fleet_analytics.db import Database, DatabaseUnavailable, migrate
+from fleet_analytics.db import Database, DatabaseUnavailable, load_sql, migrate
 from fleet_analytics.embedded import EmbeddedPostgres
 from fleet_analytics.ingest.protocol import RequestError
 from fleet_analytics.ingest.store import make_secret_active
@@ -59,7 +59,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     @app.get("/healthz")
     def healthz() -> Response:
         with fleet.db.transaction() as cur:
-            cur.execute("SELECT 1")
+            cur.execute(load_sql("health"))
         return jsonify({"status": "ok"})
 
     return app

@@ -23,7 +23,6 @@ from typing import Any, Final
 
 import psycopg2
 import psycopg2.extensions
-import psycopg2.pool
 
 log = logging.getLogger(__name__)
 
@@ -155,58 +154,70 @@ TRANSIENT: Final = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
 
 class Database:
-    """A pool of PostgreSQL connections for one process, created on first use in that process (a
-    pool must never cross a fork: gunicorn forks its workers after the app is created)."""
+    """A pool of PostgreSQL connections for one process: connections are opened on demand, kept idle for
+    reuse, at most ``pool_max`` at a time; the pool is rebuilt after a fork (gunicorn forks its workers
+    after the app is created, and a connection must never be shared across processes)."""
 
     def __init__(self, dsn: str, *, pool_max: int = 8, statement_timeout_ms: int = 60_000) -> None:
         self.dsn = dsn
         self.pool_max = pool_max
         self.statement_timeout_ms = statement_timeout_ms
-        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
-        self._pid = 0
+        self._idle: list[psycopg2.extensions.connection] = []
+        self._slots = threading.BoundedSemaphore(pool_max)
+        self._pid = os.getpid()
         self._lock = threading.Lock()
+        self.wait_seconds = 30.0  # for a free connection, before answering "busy"
 
-    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
-        with self._lock:
-            if self._pool is None or self._pid != os.getpid():
-                self._pool = psycopg2.pool.ThreadedConnectionPool(
-                    0,
-                    self.pool_max,
-                    self.dsn,
-                    connect_timeout=5,
-                    application_name="fleet_analytics",
-                    options=f"-c statement_timeout={self.statement_timeout_ms}",
-                )
+    def _take(self) -> psycopg2.extensions.connection:
+        if self._pid != os.getpid():  # forked: forget the parent's connections without closing them
+            with self._lock:
+                self._idle = []
+                self._slots = threading.BoundedSemaphore(self.pool_max)
                 self._pid = os.getpid()
-            return self._pool
+        if not self._slots.acquire(timeout=self.wait_seconds):
+            raise DatabaseUnavailable(f"all {self.pool_max} PostgreSQL connections stayed busy")
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is not None and not conn.closed:
+            return conn
+        try:
+            return psycopg2.connect(
+                self.dsn,
+                connect_timeout=5,
+                application_name="fleet_analytics",
+                options=f"-c statement_timeout={self.statement_timeout_ms}",
+            )
+        except TRANSIENT as exc:
+            self._slots.release()
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {one_line(exc)}") from None
+
+    def _give_back(self, conn: psycopg2.extensions.connection, *, discard: bool) -> None:
+        if discard or conn.closed:
+            with contextlib.suppress(psycopg2.Error):
+                conn.close()
+        else:
+            with self._lock:
+                self._idle.append(conn)
+        self._slots.release()
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg2.extensions.connection]:
         """A pooled connection; DatabaseUnavailable for transient failures (the connection is then
         discarded, not returned to the pool)."""
-        pool = self._get_pool()
-        try:
-            conn = pool.getconn()
-        except TRANSIENT as exc:
-            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {one_line(exc)}") from None
-        except psycopg2.pool.PoolError:
-            raise DatabaseUnavailable(f"all {self.pool_max} PostgreSQL connections are busy") from None
+        conn = self._take()
         discard = False
         try:
             yield conn
         except TRANSIENT as exc:
             discard = True
             raise DatabaseUnavailable(f"PostgreSQL failed: {one_line(exc)}") from None
-        except BaseException:
-            discard = bool(conn.closed)
-            raise
         finally:
             if not conn.closed and conn.status != psycopg2.extensions.STATUS_READY:
                 try:
                     conn.rollback()
                 except TRANSIENT:
                     discard = True
-            pool.putconn(conn, close=discard or bool(conn.closed))
+            self._give_back(conn, discard=discard)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[psycopg2.extensions.cursor]:
@@ -222,6 +233,8 @@ class Database:
 
     def close(self) -> None:
         with self._lock:
-            if self._pool is not None and self._pid == os.getpid():
-                self._pool.closeall()
-            self._pool = None
+            idle, self._idle = self._idle, []
+        if self._pid == os.getpid():
+            for conn in idle:
+                with contextlib.suppress(psycopg2.Error):
+                    conn.close()

@@ -24,7 +24,8 @@ duplicates         the same flow key (window, process, user, protocol, endpoints
 from __future__ import annotations
 
 import hashlib
-import ipaddress
+import operator
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -63,6 +64,7 @@ TEXT_LIMITS: Final[Mapping[str, int]] = {
     "community_id": 64,
     "cmdline": 8192,
 }
+TEXT_COLUMNS: Final = tuple(TEXT_LIMITS)
 REQUIRED: Final = frozenset(
     {
         "window_start",
@@ -198,32 +200,50 @@ def _as_int(value: Any) -> int | None:
     return None
 
 
+_INTEGERS: Final = operator.itemgetter(*INTEGER_COLUMNS)
+_TEXTS: Final = operator.itemgetter(*TEXT_COLUMNS)
+_TEXT_LIMITS: Final = tuple(TEXT_LIMITS.values())
+
+
 def check_types(row: Row, _ctx: FilterContext) -> str | None:
-    for column in INTEGER_COLUMNS:
-        value = row[column]
-        number = _as_int(value)
-        if number is None or not -INT64_MAX <= number <= INT64_MAX:
-            return f"{column} is {value!r}, not a whole number"
-        row[column] = number
-    for column in TEXT_LIMITS:
-        value = row[column]
-        if type(value) is not str:
-            return f"{column} is {value!r}, not text"
+    values = _INTEGERS(row)
+    try:
+        digits = "".join(values)
+    except TypeError:
+        digits = ""
+    # fast path, in C: all decimal text as osquery logs it, each short enough to be far inside int64
+    if digits.isdigit() and digits.isascii() and min(map(len, values)) > 0 and max(map(len, values)) < 19:
+        row.update(zip(INTEGER_COLUMNS, map(int, values), strict=True))
+    else:
+        for column, value in zip(INTEGER_COLUMNS, values, strict=True):
+            number = _as_int(value)
+            if number is None or not -INT64_MAX <= number <= INT64_MAX:
+                return f"{column} is {value!r}, not a whole number"
+            row[column] = number
+    try:
+        "".join(_TEXTS(row))
+    except TypeError:
+        for column in TEXT_COLUMNS:
+            if type(row[column]) is not str:
+                return f"{column} is {row[column]!r}, not text"
     return None
 
 
 def check_strings(row: Row, _ctx: FilterContext) -> str | None:
-    for column, limit in TEXT_LIMITS.items():
-        value: str = row[column]
-        if len(value) > limit:
-            return f"{column} has {len(value)} characters, more than {limit}"
-        if "\x00" in value:
-            return f"{column} contains a NUL character"
+    texts = _TEXTS(row)
+    if any(map(operator.gt, map(len, texts), _TEXT_LIMITS)) or "\x00" in "".join(texts):
+        for column, limit in TEXT_LIMITS.items():
+            value: str = row[column]
+            if len(value) > limit:
+                return f"{column} has {len(value)} characters, more than {limit}"
+            if "\x00" in value:
+                return f"{column} contains a NUL character"
     sha = row["process_sha256"]
     if sha:
-        sha = sha.lower()
         if len(sha) != 64 or not HEX.issuperset(sha):
-            return f"process_sha256 {row['process_sha256']!r} is not 64 hex digits"
+            sha = sha.lower()
+            if len(sha) != 64 or not HEX.issuperset(sha):
+                return f"process_sha256 {row['process_sha256']!r} is not 64 hex digits"
         row["process_sha256"] = sha
     return None
 
@@ -246,16 +266,18 @@ _CANONICAL_MAX: Final = 65536
 
 
 def _canonical(text: str) -> tuple[int, str, bool] | None:
-    """(version, canonical text, unspecified) of an address, None when it is not one."""
+    """(version, canonical text, unspecified) of an address, None when it is not one. inet_pton is
+    strict (no shorthand IPv4 like "10.1", no zone ids) and inet_ntop gives RFC 5952 text."""
     known = _CANONICAL.get(text, False)
     if known is not False:
         return known  # type: ignore[return-value]
+    family, version = (socket.AF_INET6, 6) if ":" in text else (socket.AF_INET, 4)
     try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
+        packed = socket.inet_pton(family, text)
+    except (OSError, ValueError):
         result = None
     else:
-        result = (ip.version, str(ip), ip.is_unspecified)
+        result = (version, socket.inet_ntop(family, packed), not any(packed))
     if len(_CANONICAL) >= _CANONICAL_MAX:
         _CANONICAL.clear()
     _CANONICAL[text] = result
@@ -350,7 +372,11 @@ def sanitise_row(columns: Mapping[str, Any], ctx: FilterContext) -> Row | Reject
 
 def flow_key(row: Row) -> str:
     """A 128-bit digest (uuid hex) of the row's flow key: one stored row per host and key."""
-    text = "\x1f".join(str(row[column]) for column in KEY_COLUMNS)
+    text = (
+        f"{row['window_start']}\x1f{row['pid']}\x1f{row['process_start_time']}\x1f{row['uid']}\x1f"
+        f"{row['protocol']}\x1f{row['family']}\x1f{row['local_address']}\x1f{row['local_port']}\x1f"
+        f"{row['remote_address']}\x1f{row['remote_port']}"
+    )
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 

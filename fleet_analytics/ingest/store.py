@@ -42,23 +42,6 @@ from fleet_analytics.ingest.protocol import (
 log = logging.getLogger(__name__)
 
 COPY_ESCAPES: Final = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-TEXT_COLUMNS: Final = frozenset(
-    {
-        "process_name",
-        "process_path",
-        "process_sha256",
-        "username",
-        "protocol",
-        "direction",
-        "local_address",
-        "remote_address",
-        "local_hostname",
-        "remote_hostname",
-        "activity",
-        "community_id",
-        "cmdline",
-    }
-)
 
 
 def sha256(text: str) -> bytes:
@@ -327,20 +310,27 @@ def _store(
         flows = prepared.flows
         duplicates = 0
         if flows:
-            cur.execute(
-                load_sql("flows_existing_keys"),
-                {
-                    "host_id": host_id,
-                    "window_starts": sorted({row["window_start"] for row in flows}),
-                    "flow_keys": [row["flow_key"] for row in flows],
-                },
-            )
-            existing = {key.replace("-", "") for (key,) in cur.fetchall()}
-            if existing:
+            # Optimistic: a plain COPY, which the unique index (host, window, flow key) guards; only when
+            # it finds a window the host sent before are the stored ones looked up and left out.
+            cur.execute(load_sql("flows_savepoint"))
+            try:
+                _copy(cur, "flows_copy", [flow_line(head, row) for row in flows])
+            except psycopg2.errors.UniqueViolation:
+                cur.execute(load_sql("flows_savepoint_rollback"))
+                cur.execute(
+                    load_sql("flows_existing_keys"),
+                    {
+                        "host_id": host_id,
+                        "window_starts": sorted({row["window_start"] for row in flows}),
+                        "flow_keys": [row["flow_key"] for row in flows],
+                    },
+                )
+                existing = {key.replace("-", "") for (key,) in cur.fetchall()}
                 kept = [row for row in flows if row["flow_key"] not in existing]
                 duplicates = len(flows) - len(kept)
                 flows = kept
-            _copy(cur, "flows_copy", [flow_line(head, row) for row in flows])
+                _copy(cur, "flows_copy", [flow_line(head, row) for row in flows])
+            cur.execute(load_sql("flows_savepoint_release"))
         log_type = request.log_type
         _copy(
             cur,
@@ -402,18 +392,17 @@ def _store(
         return outcome
 
 
+FLOW_FIELDS: Final = len(FLOW_COLUMNS) + 1  # with flow_key
+
+
 def flow_line(head: str, row: dict[str, Any]) -> str:
-    """One flows COPY line: host_id, batch_id, flow_key, then FLOW_COLUMNS."""
-    key: str = row["flow_key"]
-    return (
-        head
-        + key
-        + "\t"
-        + "\t".join(
-            row[column].translate(COPY_ESCAPES) if column in TEXT_COLUMNS else str(row[column])
-            for column in FLOW_COLUMNS
-        )
-    )
+    """One flows COPY line: host_id, batch_id, flow_key, then FLOW_COLUMNS. Fast path: join the
+    values and escape field by field only when the line holds a character COPY treats specially."""
+    values = [row["flow_key"], *[row[column] for column in FLOW_COLUMNS]]
+    line = "\t".join(map(str, values))
+    if line.count("\t") != FLOW_FIELDS - 1 or "\\" in line or "\n" in line or "\r" in line:
+        line = "\t".join(copy_field(value) for value in values)
+    return head + line
 
 
 def now() -> int:

@@ -1,0 +1,2 @@
+-- The flows of the batch are in.
+RELEASE SAVEPOINT flows_copy;

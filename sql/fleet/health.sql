@@ -1,0 +1,2 @@
+-- Liveness of the database for /healthz.
+SELECT 1;
