@@ -137,6 +137,28 @@ def batches_for(per_host: list[list[dict[str, str]]], batch: int) -> list[tuple[
     return out
 
 
+def cpu_by_role() -> dict[str, float]:
+    """CPU seconds used so far by the processes of each role: postgres, the web service, this client."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {"postgres": 0.0, "web": 0.0, "client": 0.0}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / tick
+        if "postgres" in cmdline:
+            out["postgres"] += seconds
+        elif "fleet_analytics" in cmdline:
+            out["web"] += seconds
+        elif int(entry.name) == os.getpid():
+            out["client"] += seconds
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -266,12 +288,14 @@ def run_api(
             connection.close()
 
         threads = [threading.Thread(target=client) for _ in range(args.clients)]
+        cpu_before = cpu_by_role()
         started = time.perf_counter()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         elapsed = time.perf_counter() - started
+        cpu_after = cpu_by_role()
         if failures:
             raise RuntimeError(f"{len(failures)} requests failed, e.g. {failures[0]}")
         with psycopg2.connect(url) as conn, conn.cursor() as cur:
@@ -286,6 +310,9 @@ def run_api(
             "rows_per_s": round(total / elapsed),
             "mean_body_bytes": round(raw_bytes / len(bodies)),
             "mean_gzip_bytes": round(sum(len(b) for _k, b in bodies) / len(bodies)),
+            "cpu_us_per_row": {
+                role: round((cpu_after[role] - cpu_before[role]) / total * 1e6, 1) for role in cpu_after
+            },
         }
     finally:
         serve.send_signal(signal.SIGTERM)

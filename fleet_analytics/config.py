@@ -65,6 +65,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("statement_timeout_ms", int, 60_000, 100, 3_600_000, "PostgreSQL statement timeout"),
     Setting("retry_after_seconds", int, 30, 1, 3600, "Retry-After sent with 503 answers"),
     Setting("web_workers", int, 0, 0, 64, "gunicorn worker processes; 0: one per CPU"),
+    Setting("web_threads", int, 4, 1, 64, "threads per gunicorn worker"),
     Setting("secret_key", str, "", help="Flask session key (dashboard); empty: random per start"),
     Setting("tls_cert", str, "", help="PEM certificate (chain) for HTTPS; empty: plain HTTP"),
     Setting("tls_key", str, "", help="PEM private key of tls_cert"),
@@ -92,6 +93,7 @@ class Settings:
     statement_timeout_ms: int
     retry_after_seconds: int
     web_workers: int
+    web_threads: int
     secret_key: str
     tls_cert: str
     tls_key: str

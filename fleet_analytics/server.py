@@ -40,7 +40,7 @@ def gunicorn_options(settings: Settings, *, host: str, port: int, workers: int |
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": count,
         "worker_class": "gthread",
-        "threads": 4,
+        "threads": settings.web_threads,
         "timeout": 120,
         "graceful_timeout": 30,
         "keepalive": 5,
