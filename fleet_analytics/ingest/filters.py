@@ -211,15 +211,21 @@ def check_types(row: Row, _ctx: FilterContext) -> str | None:
         digits = "".join(values)
     except TypeError:
         digits = ""
-    # fast path, in C: all decimal text as osquery logs it, each short enough to be far inside int64
-    if digits.isdigit() and digits.isascii() and min(map(len, values)) > 0 and max(map(len, values)) < 19:
-        row.update(zip(INTEGER_COLUMNS, map(int, values), strict=True))
-    else:
-        for column, value in zip(INTEGER_COLUMNS, values, strict=True):
-            number = _as_int(value)
-            if number is None or not -INT64_MAX <= number <= INT64_MAX:
-                return f"{column} is {value!r}, not a whole number"
-            row[column] = number
+    # fast path, in C: every value decimal text as osquery logs it (no sign, not empty), in int64
+    if digits.isdigit() and digits.isascii() and "" not in values:
+        numbers = list(map(int, values))
+        if max(numbers) <= INT64_MAX:
+            row.update(zip(INTEGER_COLUMNS, numbers, strict=True))
+            return _check_texts(row)
+    for column, value in zip(INTEGER_COLUMNS, values, strict=True):
+        number = _as_int(value)
+        if number is None or not -INT64_MAX <= number <= INT64_MAX:
+            return f"{column} is {value!r}, not a whole number"
+        row[column] = number
+    return _check_texts(row)
+
+
+def _check_texts(row: Row) -> str | None:
     try:
         "".join(_TEXTS(row))
     except TypeError:
@@ -360,13 +366,16 @@ DUPLICATES: Final = Filter("duplicates", "one row per flow key in a batch", lamb
 FILTER_NAMES: Final = (*(f.name for f in FILTERS), DUPLICATES.name)
 
 
+_CHECKS: Final = tuple((flt.name, flt.check) for flt in FILTERS)
+
+
 def sanitise_row(columns: Mapping[str, Any], ctx: FilterContext) -> Row | Rejection:
     """The typed, canonical row, or the first filter that refuses it and why."""
     row: Row = dict(columns)
-    for flt in FILTERS:
-        reason = flt.check(row, ctx)
+    for name, check in _CHECKS:
+        reason = check(row, ctx)
         if reason is not None:
-            return Rejection(flt.name, reason)
+            return Rejection(name, reason)
     return row
 
 

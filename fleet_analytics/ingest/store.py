@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import io
 import logging
+import operator
 import secrets
 import threading
 import time
@@ -212,13 +213,17 @@ def prepare(request: LogRequest, *, flows_query: str, ctx: FilterContext) -> Pre
                 prepared.statuses.append(line)
         return prepared
     flow_rows: list[ResultRow] = []
+    flows_names: dict[str, bool] = {}
     for item in request.data:
         rows = explode_result(item)
         if isinstance(rows, ItemProblem):
             prepared.quarantine.append(rows)
             continue
         for row in rows:
-            if row.action != "removed" and is_flows_query(row.name, flows_query):
+            is_flows = flows_names.get(row.name)
+            if is_flows is None:
+                is_flows = flows_names[row.name] = is_flows_query(row.name, flows_query)
+            if is_flows and row.action != "removed":
                 flow_rows.append(row)
             else:
                 prepared.results.append(row)
@@ -395,13 +400,16 @@ def _store(
 FLOW_FIELDS: Final = len(FLOW_COLUMNS) + 1  # with flow_key
 
 
+_COPY_VALUES: Final = operator.itemgetter("flow_key", *FLOW_COLUMNS)
+
+
 def flow_line(head: str, row: dict[str, Any]) -> str:
     """One flows COPY line: host_id, batch_id, flow_key, then FLOW_COLUMNS. Fast path: join the
     values and escape field by field only when the line holds a character COPY treats specially."""
-    values = [row["flow_key"], *[row[column] for column in FLOW_COLUMNS]]
+    values = _COPY_VALUES(row)
     line = "\t".join(map(str, values))
     if line.count("\t") != FLOW_FIELDS - 1 or "\\" in line or "\n" in line or "\r" in line:
-        line = "\t".join(copy_field(value) for value in values)
+        line = "\t".join(map(copy_field, values))
     return head + line
 
 
