@@ -28,7 +28,12 @@ from typing import Any
 from fleet_analytics.config import ConfigError, Settings, load_settings
 from fleet_analytics.db import Database, DatabaseUnavailable, MigrationError, load_sql, migrate, pending
 from fleet_analytics.embedded import EmbeddedPostgres, EmbeddedPostgresError
-from fleet_analytics.ingest.store import drop_partitions_before, ensure_partitions, make_secret_active
+from fleet_analytics.ingest.store import (
+    delete_batches_before,
+    drop_partitions_before,
+    ensure_partitions,
+    make_secret_active,
+)
 from fleet_analytics.packs import (
     PackError,
     admin_packs,
@@ -135,7 +140,10 @@ def cmd_maintain(settings: Settings, _args: argparse.Namespace) -> int:
         created = ensure_partitions(db, now=now, ahead_days=settings.partitions_ahead_days, back_days=0)
         cutoff = (int(now) // 86400 - settings.flow_retention_days) * 86400
         dropped = drop_partitions_before(db, cutoff)
+        before = datetime.fromtimestamp(now, tz=UTC) - timedelta(days=settings.results_retention_days)
+        batches = delete_batches_before(db, before)
     print(f"flow partitions present: {', '.join(created)}; dropped: {', '.join(dropped) or 'none'}")
+    print(f"batches older than {settings.results_retention_days} days deleted, with their rows: {batches}")
     return 0
 
 

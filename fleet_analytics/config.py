@@ -60,6 +60,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("max_bytes_per_second", float, 12.5e9, 1.0, 1e13, "per flow; above it a byte count is absurd"),
     Setting("max_items_per_request", int, 500_000, 1, 10_000_000, "log items per request"),
     Setting("flow_retention_days", int, 30, 1, 3650, "flow partitions older than this are dropped"),
+    Setting(
+        "results_retention_days", int, 30, 1, 3650, "batches, results, status logs, quarantine kept this long"
+    ),
     Setting("partitions_ahead_days", int, 2, 0, 60, "flow partitions created ahead of today"),
     Setting("pool_max", int, 8, 1, 200, "PostgreSQL connections per process at most"),
     Setting("statement_timeout_ms", int, 60_000, 100, 3_600_000, "PostgreSQL statement timeout"),
@@ -88,6 +91,7 @@ class Settings:
     max_bytes_per_second: float
     max_items_per_request: int
     flow_retention_days: int
+    results_retention_days: int
     partitions_ahead_days: int
     pool_max: int
     statement_timeout_ms: int

@@ -84,7 +84,7 @@ def pending(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
         ) from None
     try:
         with conn, conn.cursor() as cur:
-            cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+            cur.execute(load_sql("migrations_table_exists"))
             row = cur.fetchone()
             applied: set[int] = set()
             if row is not None and row[0]:

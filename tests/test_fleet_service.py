@@ -239,6 +239,22 @@ def test_maintain_creates_partitions_ahead_and_drops_past_retention(fleet_dsn: s
     with psycopg2.connect(fleet_dsn) as conn, conn.cursor() as cur:
         cur.execute("SELECT fleet_ensure_flow_partition(%s::date)", (old_day,))
     conn.close()
+    with psycopg2.connect(fleet_dsn) as conn, conn.cursor() as cur:  # an old batch with rows, a new one
+        cur.execute("INSERT INTO hosts (host_identifier, node_key_sha256) VALUES ('h', 'k') RETURNING id")
+        host = cur.fetchone()[0]
+        for age_days, name in ((40, "old"), (1, "new")):
+            cur.execute(
+                "INSERT INTO ingest_batches (host_id, log_type, received_at) "
+                "VALUES (%s, 'result', now() - make_interval(days => %s)) RETURNING id",
+                (host, age_days),
+            )
+            batch = cur.fetchone()[0]
+            cur.execute(
+                "INSERT INTO results (host_id, batch_id, name, action, unix_time, columns) "
+                "VALUES (%s, %s, %s, 'added', 0, '{}')",
+                (host, batch, name),
+            )
+    conn.close()
     result = cli("maintain", env={"FLEET_DATABASE_URL": fleet_dsn, "FLEET_PARTITIONS_AHEAD_DAYS": "3"})
     assert result.returncode == 0, result.stderr
     with psycopg2.connect(fleet_dsn) as conn, conn.cursor() as cur:
@@ -248,6 +264,10 @@ def test_maintain_creates_partitions_ahead_and_drops_past_retention(fleet_dsn: s
     expected = [time.strftime("flows_%Y%m%d", time.gmtime((today + n) * 86400)) for n in range(4)]
     assert names == expected
     assert old_day.replace("-", "") in result.stdout
+    with psycopg2.connect(fleet_dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT name FROM results")
+        assert cur.fetchall() == [("new",)]  # the 40-day-old batch went, with its rows (30-day retention)
+    conn.close()
 
 
 def test_quarantine_command_and_bad_settings(fleet_dsn: str, dsn: str) -> None:

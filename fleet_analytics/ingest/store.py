@@ -189,6 +189,13 @@ def drop_partitions_before(db: Database, before_epoch: int) -> list[str]:
         return [str(row[0]) for row in cur.fetchall()]
 
 
+def delete_batches_before(db: Database, before: datetime) -> int:
+    """Retention of batches and (by cascade) their results, status lines and quarantined items."""
+    with db.transaction() as cur:
+        cur.execute(load_sql("retention_batches"), {"before": before})
+        return int(cur.rowcount)
+
+
 # -- log batches --------------------------------------------------------------------------------------
 
 
