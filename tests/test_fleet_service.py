@@ -3,11 +3,13 @@ HTTP, the embedded default, and the CLI commands, on a real PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -36,9 +38,12 @@ def free_port() -> int:
         return port
 
 
+CONTEXT: ssl.SSLContext | None = None  # trusted certificate of the HTTPS test, when one runs
+
+
 def get(url: str, timeout: float = 2) -> tuple[int, dict[str, Any]]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout, context=CONTEXT) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
@@ -70,17 +75,18 @@ def cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.Comp
     )
 
 
-@pytest.fixture
-def served(fleet_dsn: str) -> Iterator[str]:
+@contextlib.contextmanager
+def serving(fleet_dsn: str, **extra_env: str) -> Iterator[str]:
     port = free_port()
-    env = {**os.environ, "FLEET_DATABASE_URL": fleet_dsn, "FLEET_ENROLL_SECRET": SECRET}
+    env = {**os.environ, "FLEET_DATABASE_URL": fleet_dsn, "FLEET_ENROLL_SECRET": SECRET, **extra_env}
     process = subprocess.Popen(
         [sys.executable, "-m", "fleet_analytics", "serve", "--port", str(port), "--workers", "2"],
         cwd=ROOT,
         env=env,
         stderr=subprocess.PIPE,
     )
-    url = f"http://127.0.0.1:{port}"
+    scheme = "https" if extra_env.get("FLEET_TLS_CERT") else "http"
+    url = f"{scheme}://127.0.0.1:{port}"
     try:
         wait_healthy(url, process)
         yield url
@@ -89,6 +95,12 @@ def served(fleet_dsn: str) -> Iterator[str]:
         process.wait(timeout=30)
         assert process.stderr is not None
         process.stderr.close()
+
+
+@pytest.fixture
+def served(fleet_dsn: str) -> Iterator[str]:
+    with serving(fleet_dsn) as url:
+        yield url
 
 
 def test_the_forwarder_delivers_to_the_served_api_exactly_once(
@@ -277,3 +289,56 @@ def test_quarantine_command_and_bad_settings(fleet_dsn: str, dsn: str) -> None:
     assert bad.returncode == 1 and "FLEET_POOL_MAX" in bad.stderr and "whole number" in bad.stderr
     behind = cli("quarantine", env={"FLEET_DATABASE_URL": dsn})  # an empty database
     assert behind.returncode == 1 and "run python -m fleet_analytics migrate" in behind.stderr
+
+
+def test_every_setting_is_documented_and_validated() -> None:
+    from fleet_analytics.config import SETTINGS, ConfigError, load_settings  # noqa: PLC0415
+
+    documented = (ROOT / "docs" / "fleet.md").read_text()
+    missing = [setting.env for setting in SETTINGS if f"`{setting.env}`" not in documented]
+    assert not missing, f"settings missing from docs/fleet.md: {missing}"
+    with pytest.raises(ConfigError, match="FLEET_MAX_ROW_AGE_SECONDS"):
+        load_settings(environ={"FLEET_MAX_ROW_AGE_SECONDS": "5"})
+    with pytest.raises(ConfigError, match="unknown setting"):
+        load_settings({"no_such_thing": 1}, environ={})
+    with pytest.raises(ConfigError, match="postgresql://"):
+        load_settings({"database_url": "mysql://x"}, environ={})
+    with pytest.raises(ConfigError, match="FLEET_FLOW_RETENTION_DAYS"):
+        load_settings({"flow_retention_days": 3, "max_row_age_seconds": 7 * 86400}, environ={})
+    assert load_settings(environ={"FLEET_ENROLL_SECRET": "123"}).enroll_secret == "123"
+
+
+def test_https_with_the_configured_certificate(fleet_dsn: str, tmp_path: Path) -> None:
+    """serve speaks HTTPS with FLEET_TLS_CERT/KEY, and the forwarder verifies it against its CA file."""
+    global CONTEXT  # noqa: PLW0603 - wait_healthy's probe must trust the test certificate
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    CONTEXT = ssl.create_default_context(cafile=str(cert))
+    try:
+        with serving(fleet_dsn, FLEET_TLS_CERT=str(cert), FLEET_TLS_KEY=str(key)) as url:
+            assert url.startswith("https://")
+            spool = Spool(tmp_path / "spool.db", max_bytes=1 << 20)
+            line = result_line(
+                name=FLOWS_QUERY, columns=flow_columns(), host_identifier="tls-1", unix_time=0, counter=0
+            )
+            spool.append("result", [line])
+            untrusted = Forwarder(spool, base_url=url, enroll_secret=SECRET, host_identifier="tls-1")
+            assert untrusted.send_once().outcome == "failed"  # the system CAs do not know this certificate
+            trusted = Forwarder(
+                spool, base_url=url, enroll_secret=SECRET, host_identifier="tls-1", ca_file=cert
+            )
+            assert trusted.send_once().outcome == "sent"
+            spool.close()
+    finally:
+        CONTEXT = None
+    with psycopg2.connect(fleet_dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM flows")
+        assert cur.fetchone() == (1,)
+    conn.close()
