@@ -13,7 +13,10 @@ server of FLEET_BENCH_DATABASE_URL):
   copy  the same rows, already sanitised and formatted as COPY text (so only PostgreSQL's work is
         timed), loaded batch by batch, one transaction per batch, by W threads with their own
         connections, into flows of a second database with the same partitions and indexes.
-Reported per round and as medians: rows/s of each and the ratio api/copy. The rows are realistic in
+  floor (--floor) the same requests to bench/ingest_floor.py under the same gunicorn settings: HTTP,
+        gzip and JSON parsing only, no validation, no database: the least the API can cost.
+Reported per round and as medians: rows/s of each and the ratio api/copy; CPU seconds per row by role
+(web service, PostgreSQL, this client) over the timed part. The rows are realistic in
 size and variety: ~1 KB per row, 60 s windows over the last hour, many processes and destinations,
 every row a distinct flow window.
 """
@@ -128,6 +131,9 @@ def make_rows(count: int, hosts: int, seed: int = 7) -> list[list[dict[str, str]
     return per_host
 
 
+Batches = list[tuple[int, list[dict[str, str]]]]  # (host index, rows)
+
+
 def batches_for(per_host: list[list[dict[str, str]]], batch: int) -> list[tuple[int, list[dict[str, str]]]]:
     out = []
     for host, rows in enumerate(per_host):
@@ -197,9 +203,7 @@ def ensure_days(url: str, batches: list[tuple[int, list[dict[str, str]]]]) -> No
     conn.close()
 
 
-def run_api(
-    server: str, template: str, batches: list[tuple[int, list[dict[str, str]]]], args: Any
-) -> dict[str, Any]:
+def run_api(server: str, template: str, batches: Batches, args: Any) -> dict[str, Any]:
     name = create_db(server, template)
     url = db_url(server, name)
     ensure_days(url, batches)
@@ -221,15 +225,7 @@ def run_api(
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or serve.poll() is not None:
-                    raise RuntimeError("serve did not start") from None
-                time.sleep(0.2)
+        wait_for(f"http://127.0.0.1:{port}/healthz", serve)
         keys = []
         for host in range(args.hosts):
             request = urllib.request.Request(
@@ -239,65 +235,8 @@ def run_api(
             )
             with urllib.request.urlopen(request, timeout=10) as response:
                 keys.append(json.loads(response.read())["node_key"])
-        now = int(time.time())
-        bodies = []
-        raw_bytes = 0
-        for number, (host, rows) in enumerate(batches):
-            lines = [
-                json.loads(
-                    result_line(
-                        name=FLOWS_QUERY,
-                        columns=row,
-                        host_identifier=f"host-{host:04d}",
-                        unix_time=now,
-                        counter=0,
-                    )
-                )
-                for row in rows
-            ]
-            body = json.dumps(
-                {"node_key": keys[host], "log_type": "result", "data": lines, "batch_id": f"b{number}"}
-            ).encode()
-            raw_bytes += len(body)
-            bodies.append((f"b{number}", gzip.compress(body, 6)))
-        queue = list(reversed(bodies))
-        lock = threading.Lock()
-        failures: list[str] = []
-
-        def client() -> None:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-            while True:
-                with lock:
-                    if not queue:
-                        break
-                    key, body = queue.pop()
-                connection.request(
-                    "POST",
-                    "/api/v1/osquery/log",
-                    body=body,
-                    headers={
-                        "Content-Type": "application/json",
-                        "Content-Encoding": "gzip",
-                        "X-Idempotency-Key": key,
-                    },
-                )
-                response = connection.getresponse()
-                answer = response.read()
-                if response.status != 200:
-                    failures.append(f"{response.status} {answer[:200]!r}")
-            connection.close()
-
-        threads = [threading.Thread(target=client) for _ in range(args.clients)]
-        cpu_before = cpu_by_role()
-        started = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.perf_counter() - started
-        cpu_after = cpu_by_role()
-        if failures:
-            raise RuntimeError(f"{len(failures)} requests failed, e.g. {failures[0]}")
+        bodies = request_bodies(batches, keys)
+        elapsed, cpu = post_all(port, bodies, args.clients)
         with psycopg2.connect(url) as conn, conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM flows")
             stored = cur.fetchone()[0]
@@ -308,11 +247,8 @@ def run_api(
         return {
             "seconds": round(elapsed, 3),
             "rows_per_s": round(total / elapsed),
-            "mean_body_bytes": round(raw_bytes / len(bodies)),
             "mean_gzip_bytes": round(sum(len(b) for _k, b in bodies) / len(bodies)),
-            "cpu_us_per_row": {
-                role: round((cpu_after[role] - cpu_before[role]) / total * 1e6, 1) for role in cpu_after
-            },
+            "cpu_us_per_row": {role: round(seconds / total * 1e6, 1) for role, seconds in cpu.items()},
         }
     finally:
         serve.send_signal(signal.SIGTERM)
@@ -320,9 +256,109 @@ def run_api(
         drop_db(server, name)
 
 
-def run_copy(
-    server: str, template: str, batches: list[tuple[int, list[dict[str, str]]]], args: Any
-) -> dict[str, Any]:
+def post_all(port: int, bodies: list[tuple[str, bytes]], clients: int) -> tuple[float, dict[str, float]]:
+    """POST every body (keep-alive, `clients` threads); the wall time and the CPU seconds per role."""
+    queue = list(reversed(bodies))
+    lock = threading.Lock()
+    failures: list[str] = []
+
+    def client() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        while True:
+            with lock:
+                if not queue:
+                    break
+                key, body = queue.pop()
+            headers = {
+                "Content-Type": "application/json",
+                "Content-Encoding": "gzip",
+                "X-Idempotency-Key": key,
+            }
+            connection.request("POST", "/api/v1/osquery/log", body=body, headers=headers)
+            response = connection.getresponse()
+            answer = response.read()
+            if response.status != 200:
+                failures.append(f"{response.status} {answer[:200]!r}")
+        connection.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    cpu_before = cpu_by_role()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    cpu_after = cpu_by_role()
+    if failures:
+        raise RuntimeError(f"{len(failures)} requests failed, e.g. {failures[0]}")
+    return elapsed, {role: cpu_after[role] - cpu_before[role] for role in cpu_after}
+
+
+def request_bodies(batches: Batches, keys: list[str]) -> list[tuple[str, bytes]]:
+    now = int(time.time())
+    bodies = []
+    for number, (host, rows) in enumerate(batches):
+        lines = [
+            json.loads(
+                result_line(
+                    name=FLOWS_QUERY,
+                    columns=row,
+                    host_identifier=f"host-{host:04d}",
+                    unix_time=now,
+                    counter=0,
+                )
+            )
+            for row in rows
+        ]
+        body = json.dumps(
+            {"node_key": keys[host], "log_type": "result", "data": lines, "batch_id": f"b{number}"}
+        ).encode()
+        bodies.append((f"b{number}", gzip.compress(body, 6)))
+    return bodies
+
+
+def run_floor(batches: Batches, args: Any) -> dict[str, Any]:
+    """The same requests to bench/ingest_floor.py under the same gunicorn settings: HTTP, gzip and JSON
+    parsing only."""
+    port = free_port()
+    serve = subprocess.Popen(
+        [
+            sys.executable, "-m", "gunicorn", "--workers", str(args.workers), "--worker-class", "gthread",
+            "--threads", "4", "--bind", f"127.0.0.1:{port}", "--chdir", str(ROOT / "bench"),
+            "--name", "fleet_analytics-floor", "ingest_floor:app",
+        ],
+        cwd=ROOT / "bench",
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(f"http://127.0.0.1:{port}/healthz", serve)
+        bodies = request_bodies(batches, ["k"] * args.hosts)
+        elapsed, cpu = post_all(port, bodies, args.clients)
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=60)
+    total = sum(len(rows) for _host, rows in batches)
+    return {
+        "seconds": round(elapsed, 3),
+        "rows_per_s": round(total / elapsed),
+        "cpu_us_per_row": {role: round(seconds / total * 1e6, 1) for role, seconds in cpu.items()},
+    }
+
+
+def wait_for(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"{url} did not come up") from None
+            time.sleep(0.2)
+
+
+def run_copy(server: str, template: str, batches: Batches, args: Any) -> dict[str, Any]:
     name = create_db(server, template)
     url = db_url(server, name)
     ensure_days(url, batches)
@@ -374,6 +410,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers, and COPY connections")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also time the bare HTTP + gzip + JSON floor (bench/ingest_floor.py)",
+    )
     args = parser.parse_args()
     per_host = make_rows(args.rows, args.hosts)
     batches = batches_for(per_host, args.batch)
@@ -395,6 +436,8 @@ def main() -> None:
             result: dict[str, Any] = {}
             for kind in order:
                 result[kind] = (run_api if kind == "api" else run_copy)(server, template, batches, args)
+            if args.floor:
+                result["floor"] = run_floor(batches, args)
             result["ratio"] = round(result["api"]["rows_per_s"] / result["copy"]["rows_per_s"], 3)
             print(json.dumps({"round": number + 1, **result}), flush=True)
             rounds.append(result)
@@ -408,6 +451,8 @@ def main() -> None:
             "copy_rows_per_s_median": statistics.median(r["copy"]["rows_per_s"] for r in rounds),
             "ratio_median": statistics.median(r["ratio"] for r in rounds),
         }
+        if args.floor:
+            summary["floor_rows_per_s_median"] = statistics.median(r["floor"]["rows_per_s"] for r in rounds)
         print(json.dumps(summary, indent=2))
     finally:
         if pg is not None:
