@@ -364,3 +364,31 @@ def test_database_unavailable_is_503_with_retry_after() -> None:
         assert app.test_client().get("/healthz").status_code == 503
     finally:
         app.extensions["fleet"].close()
+
+
+def test_concurrent_batches_with_the_same_windows_store_each_once(app: Flask, fleet_dsn: str) -> None:
+    """Two requests racing with overlapping flow windows (a retry that overtook the original): the unique
+    index makes the later one wait, then skip what the other stored; no error, nothing twice."""
+    import threading  # noqa: PLC0415
+
+    node_key = enroll(app.test_client())
+    shared = [flow_columns(pid=pid) for pid in range(200)]
+    bodies = [
+        gz(log_body(node_key, [result_item(row) for row in [*shared, *(flow_columns(pid=1000 + n + k)
+                                                                        for k in range(50))]]))
+        for n in (0, 500)
+    ]  # fmt: skip
+    answers: list[Any] = []
+
+    def post(body: bytes) -> None:
+        answers.append(send(app.test_client(), body))
+
+    threads = [threading.Thread(target=post, args=(body,)) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [answer.status_code for answer in answers] == [200, 200]
+    stored = sorted((answer.json["flow_rows"], answer.json["flow_duplicates"]) for answer in answers)
+    assert stored == [(50, 200), (250, 0)]
+    assert query(fleet_dsn, "SELECT count(*), count(DISTINCT pid) FROM flows") == [(300, 300)]
