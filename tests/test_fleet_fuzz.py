@@ -50,7 +50,14 @@ def flow_rows(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def items(draw: st.DrawFn) -> Any:
-    kind = draw(st.sampled_from(["flow", "flow", "flow", "event", "status", "batch", "junk"]))
+    kind = draw(st.sampled_from(["flow", "flow", "flow", "event", "status", "batch", "junk", "deep"]))
+    if kind == "deep":  # nested deeper than orjson writes (255) but not than it reads (1024)
+        value: Any = draw(json_scalars)
+        for _ in range(draw(st.integers(min_value=200, max_value=1000))):
+            value = [value] if draw(st.booleans()) else {"k": value}
+        return (
+            {"name": "pack_x_deep", "unixTime": 1, "columns": {"v": value}} if draw(st.booleans()) else value
+        )
     if kind == "flow":
         item = result_item(draw(flow_rows()))
         if draw(st.integers(min_value=0, max_value=9)) == 0:

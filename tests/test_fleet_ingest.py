@@ -392,3 +392,18 @@ def test_concurrent_batches_with_the_same_windows_store_each_once(app: Flask, fl
     stored = sorted((answer.json["flow_rows"], answer.json["flow_duplicates"]) for answer in answers)
     assert stored == [(50, 200), (250, 0)]
     assert query(fleet_dsn, "SELECT count(*), count(DISTINCT pid) FROM flows") == [(300, 300)]
+
+
+def test_deeply_nested_items_are_stored_not_a_500(client: FlaskClient, fleet_dsn: str) -> None:
+    """JSON nested deeper than orjson writes (255 levels) but within what it reads (1024)."""
+    node_key = enroll(client)
+    deep: Any = "leaf"
+    for _ in range(600):
+        deep = [deep]
+    item = {"name": "pack_x_deep", "unixTime": 1, "columns": {"deep": deep}, "action": "added"}
+    data = [item, deep]  # a result row, and a junk item
+    answer = send(client, gz(log_body(node_key, data)))
+    assert answer.status_code == 200, answer.json
+    assert answer.json is not None and (answer.json["result_rows"], answer.json["quarantined"]) == (1, 1)
+    assert query(fleet_dsn, "SELECT columns FROM results") == [({"deep": deep},)]
+    assert query(fleet_dsn, "SELECT filter FROM quarantine") == [("item_shape",)]

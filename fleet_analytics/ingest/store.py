@@ -63,11 +63,51 @@ def secret_accepted(candidate: str, active_hashes: Sequence[bytes]) -> bool:
 
 
 def json_text(value: Any) -> str:
-    """JSON for a jsonb column: PostgreSQL refuses \\u0000 in jsonb, so NUL becomes U+FFFD."""
-    data = orjson.dumps(value)
+    """JSON for a jsonb column: PostgreSQL refuses \\u0000 in jsonb, so NUL becomes U+FFFD. A value
+    nested deeper than orjson writes (255 levels; requests may nest up to 1024) is written without
+    recursion."""
+    try:
+        data = orjson.dumps(value)
+    except TypeError:
+        return deep_json_text(value)
     if b"\\u0000" in data:
         data = orjson.dumps(_without_nul(value))
     return data.decode("utf-8")
+
+
+def deep_json_text(value: Any) -> str:
+    """JSON text of a parsed JSON value of any depth, with an explicit stack (no recursion)."""
+    out: list[str] = []
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Token):
+            out.append(item.text)
+        elif isinstance(item, dict):
+            out.append("{")
+            stack.append(_Token("}"))
+            for index, (key, member) in enumerate(reversed(list(item.items()))):
+                stack.append(member)
+                stack.append(_Token(orjson.dumps(_without_nul(str(key))).decode() + ":"))
+                if index < len(item) - 1:
+                    stack.append(_Token(","))
+        elif isinstance(item, list):
+            out.append("[")
+            stack.append(_Token("]"))
+            for index, member in enumerate(reversed(item)):
+                stack.append(member)
+                if index < len(item) - 1:
+                    stack.append(_Token(","))
+        else:
+            out.append(orjson.dumps(_without_nul(item)).decode("utf-8"))
+    return "".join(out)
+
+
+class _Token:
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
 def _without_nul(value: Any) -> Any:
