@@ -80,6 +80,7 @@ BAD = [
     ({"family": True}, "types", "family"),
     ({"process_name": 17}, "types", "process_name"),
     ({"window_start": "9" * 30}, "types", "window_start"),
+    ({"bytes_sent": "9" * 5000}, "types", "bytes_sent"),  # beyond what int() converts
     ({"process_path": "/" + "a" * 5000}, "strings", "process_path"),
     ({"username": "bad\x00name"}, "strings", "NUL"),
     ({"process_sha256": "zz" * 32}, "strings", "process_sha256"),

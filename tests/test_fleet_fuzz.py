@@ -25,7 +25,9 @@ json_scalars = st.one_of(
     st.integers(min_value=-(2**63), max_value=2**64 - 1),
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=40),
-    st.sampled_from(["", "0", "-1", "1e3", "0x10", "::1", "999.0.0.1", "tcp", "\x00", "\\", "\t\n"]),
+    st.sampled_from(
+        ["", "0", "-1", "1e3", "0x10", "::1", "999.0.0.1", "tcp", "\x00", "\\", "\t\n", "9" * 5000]
+    ),
 )
 json_values = st.recursive(
     json_scalars,

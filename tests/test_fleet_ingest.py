@@ -407,3 +407,26 @@ def test_deeply_nested_items_are_stored_not_a_500(client: FlaskClient, fleet_dsn
     assert answer.json is not None and (answer.json["result_rows"], answer.json["quarantined"]) == (1, 1)
     assert query(fleet_dsn, "SELECT columns FROM results") == [({"deep": deep},)]
     assert query(fleet_dsn, "SELECT filter FROM quarantine") == [("item_shape",)]
+
+
+def test_odd_but_storable_inputs(client: FlaskClient, fleet_dsn: str) -> None:
+    """NUL in host details, a huge bad value quoted in a reason: stored (cleaned, bounded), not a 500."""
+    answer = client.post(
+        "/api/v1/osquery/enroll",
+        json={
+            "enroll_secret": SECRET,
+            "host_identifier": "odd",
+            "host_details": {
+                "system_info": {"hostname": "a\x00b"},
+                "os_version": {"name": 7, "version": True},
+            },
+        },
+    )
+    assert answer.status_code == 200 and answer.json is not None
+    assert query(fleet_dsn, "SELECT hostname, os_version FROM hosts") == [("ab", "7")]
+    bad = send(
+        client, gz(log_body(answer.json["node_key"], [result_item(flow_columns(bytes_sent="9" * 50_000))]))
+    )
+    assert bad.status_code == 200 and bad.json is not None and bad.json["quarantined"] == 1
+    (reason,) = query(fleet_dsn, "SELECT reason FROM quarantine")[0]
+    assert reason.startswith("bytes_sent is '999") and len(reason) == 1000

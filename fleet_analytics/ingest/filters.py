@@ -213,7 +213,10 @@ def check_types(row: Row, _ctx: FilterContext) -> str | None:
         digits = ""
     # fast path, in C: every value decimal text as osquery logs it (no sign, not empty), in int64
     if digits.isdigit() and digits.isascii() and "" not in values:
-        numbers = list(map(int, values))
+        try:
+            numbers = list(map(int, values))
+        except ValueError:  # more digits than int() converts (4300): the slow path names the column
+            numbers = [INT64_MAX + 1]
         if max(numbers) <= INT64_MAX:
             row.update(zip(INTEGER_COLUMNS, numbers, strict=True))
             return _check_texts(row)

@@ -42,6 +42,7 @@ from fleet_analytics.ingest.protocol import (
 
 log = logging.getLogger(__name__)
 
+MAX_REASON: Final = 1000  # characters of a quarantine reason (they quote the bad value)
 COPY_ESCAPES: Final = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
@@ -151,7 +152,9 @@ def make_secret_active(cur: psycopg2.extensions.cursor, secret: str, *, revoke_o
 def _detail(details: dict[str, Any], table: str, column: str) -> str:
     section = details.get(table)
     value = section.get(column, "") if isinstance(section, dict) else ""
-    return str(value)[:256] if isinstance(value, (str, int, float)) and not isinstance(value, bool) else ""
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        return ""
+    return str(value).replace("\x00", "")[:256]
 
 
 def enroll_host(cur: psycopg2.extensions.cursor, request: EnrollRequest, node_key: str) -> int:
@@ -391,7 +394,7 @@ def _store(
                 head
                 + "\t".join(
                     copy_field(value)
-                    for value in (log_type, problem.query_name, problem.filter, problem.reason)
+                    for value in (log_type, problem.query_name, problem.filter, problem.reason[:MAX_REASON])
                 )
                 + "\t"
                 + copy_field(json_text(problem.item))
