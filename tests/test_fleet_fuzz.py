@@ -178,3 +178,30 @@ def test_log_endpoint_never_fails_and_never_writes_partially(
         "quarantine": before["quarantine"] + report["quarantined"],
         "ingest_batches": before["ingest_batches"] + stored,
     }
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    path=st.sampled_from(["/api/v1/osquery/enroll", "/api/v1/osquery/config"]),
+    document=st.fixed_dictionaries(
+        {},
+        optional={
+            "enroll_secret": st.sampled_from([SECRET]) | json_values,
+            "host_identifier": st.text(max_size=300) | json_values,
+            "host_details": st.dictionaries(st.text(max_size=12), json_values, max_size=4) | json_values,
+            "platform_type": json_values,
+            "node_key": json_values,
+        },
+    ),
+)
+def test_enroll_and_config_never_fail(
+    fuzz_app: tuple[Flask, str, str], path: str, document: dict[str, Any]
+) -> None:
+    app, _url, _node_key = fuzz_app
+    answer = app.test_client().post(
+        path, data=json.dumps(document), headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code in (200, 400, 401), (answer.status_code, answer.get_data()[:300])
+    assert answer.json is not None
+    if answer.status_code == 200 and path.endswith("enroll"):
+        assert isinstance(answer.json["node_key"], str) and answer.json["node_invalid"] is False
