@@ -37,7 +37,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(as_flask_config(settings))
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["SECRET_KEY"] = settings.secret_key or secrets.token_hex(32)
-    app.config["TESTING"] = bool(test_config)
     packs = shipped_packs(settings.packs_dir)
     embedded = None
     dsn = settings.database_url

@@ -430,3 +430,29 @@ def test_odd_but_storable_inputs(client: FlaskClient, fleet_dsn: str) -> None:
     assert bad.status_code == 200 and bad.json is not None and bad.json["quarantined"] == 1
     (reason,) = query(fleet_dsn, "SELECT reason FROM quarantine")[0]
     assert reason.startswith("bytes_sent is '999") and len(reason) == 1000
+
+
+def test_a_batch_key_seen_only_at_insert_is_still_stored_once(app: Flask, fleet_dsn: str) -> None:
+    """The guard behind the early check: two requests with one key that both passed the check (a retry
+    racing the original) meet at batch_insert.sql, and the second stores nothing."""
+    from fleet_analytics.ingest.filters import FilterContext  # noqa: PLC0415
+    from fleet_analytics.ingest.protocol import LogRequest  # noqa: PLC0415
+    from fleet_analytics.ingest.store import prepare, store_batch  # noqa: PLC0415
+
+    enroll(app.test_client())
+    fleet = app.extensions["fleet"]
+    request = LogRequest("unused", "result", [result_item(flow_columns())], "race-key")
+    ctx = FilterContext(now=int(time.time()))
+    outcomes = [
+        store_batch(
+            fleet.db,
+            fleet.partitions,
+            host_id=1,
+            request=request,
+            prepared=prepare(request, flows_query="netflow_flows", ctx=ctx),
+            body_bytes=1,
+        )
+        for _ in range(2)
+    ]
+    assert [outcome.already_stored for outcome in outcomes] == [False, True]
+    assert counts(fleet_dsn)["flows"] == 1 and counts(fleet_dsn)["ingest_batches"] == 1

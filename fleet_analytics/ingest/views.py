@@ -25,6 +25,7 @@ from fleet_analytics.ingest.protocol import (
     parse_node_key,
 )
 from fleet_analytics.ingest.store import (
+    BatchOutcome,
     active_secret_hashes,
     enroll_host,
     host_for_node_key,
@@ -86,6 +87,13 @@ def enroll() -> Response:
     return jsonify({"node_key": node_key, "node_invalid": False})
 
 
+def batch_seen(host_id: int, key: str) -> bool:
+    """A retry of a stored batch is answered without parsing it again."""
+    with services().db.transaction() as cur:
+        cur.execute(load_sql("batch_seen"), {"host_id": host_id, "idempotency_key": key})
+        return cur.fetchone() is not None
+
+
 def authenticate(node_key: str) -> int:
     with services().db.transaction() as cur:
         host_id = host_for_node_key(cur, node_key)
@@ -120,6 +128,8 @@ def log_batch() -> Response:
         max_items=settings.max_items_per_request,
     )
     host_id = authenticate(log_request.node_key)
+    if log_request.idempotency_key and batch_seen(host_id, log_request.idempotency_key):
+        return jsonify({"node_invalid": False, **BatchOutcome(batch_id=None).as_dict()})
     ctx = FilterContext(
         now=now(),
         max_row_age_seconds=settings.max_row_age_seconds,
