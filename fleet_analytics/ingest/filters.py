@@ -274,7 +274,7 @@ _CANONICAL: dict[str, tuple[int, str, bool] | None] = {}
 _CANONICAL_MAX: Final = 65536
 
 
-def _canonical(text: str) -> tuple[int, str, bool] | None:
+def canonical_address(text: str) -> tuple[int, str, bool] | None:
     """(version, canonical text, unspecified) of an address, None when it is not one. inet_pton is
     strict (no shorthand IPv4 like "10.1", no zone ids) and inet_ntop gives RFC 5952 text."""
     known = _CANONICAL.get(text, False)
@@ -296,7 +296,7 @@ def _canonical(text: str) -> tuple[int, str, bool] | None:
 def check_addresses(row: Row, _ctx: FilterContext) -> str | None:
     family = row["family"]
     for column in ("local_address", "remote_address"):
-        parsed = _canonical(row[column])
+        parsed = canonical_address(row[column])
         if parsed is None:
             return f"{column} {row[column]!r} is not an IP address"
         version, text, unspecified = parsed

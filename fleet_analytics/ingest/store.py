@@ -28,6 +28,7 @@ import psycopg2.errors
 import psycopg2.extensions
 
 from fleet_analytics.db import Database, load_sql
+from fleet_analytics.ingest.columnar import FlowCopy, fast_flows
 from fleet_analytics.ingest.filters import FLOW_COLUMNS, FilterContext, Rejection, sanitise_batch
 from fleet_analytics.ingest.protocol import (
     EnrollRequest,
@@ -246,7 +247,7 @@ def delete_batches_before(db: Database, before: datetime) -> int:
 class Prepared:
     """A log request split and sanitised, before any write (pure)."""
 
-    flows: list[dict[str, Any]] = field(default_factory=list)
+    flows: FlowCopy = field(default_factory=lambda: FlowCopy([], [], []))
     results: list[ResultRow] = field(default_factory=list)
     statuses: list[StatusLine] = field(default_factory=list)
     quarantine: list[ItemProblem] = field(default_factory=list)
@@ -277,8 +278,17 @@ def prepare(request: LogRequest, *, flows_query: str, ctx: FilterContext) -> Pre
                 flow_rows.append(row)
             else:
                 prepared.results.append(row)
-    sanitised = sanitise_batch((row.columns for row in flow_rows), ctx)
-    prepared.flows = sanitised.rows
+    columns = [row.columns for row in flow_rows]
+    fast = fast_flows(columns, ctx)  # the whole batch clean: decided column by column
+    if fast is not None:
+        prepared.flows = fast
+        return prepared
+    sanitised = sanitise_batch(columns, ctx)  # the specification, row by row, naming what is wrong
+    prepared.flows = FlowCopy(
+        [row["window_start"] for row in sanitised.rows],
+        [row["flow_key"] for row in sanitised.rows],
+        [flow_line("", row) for row in sanitised.rows],
+    )
     for index, rejection in sanitised.rejected:
         source = flow_rows[index]
         prepared.quarantine.append(_flow_problem(source, rejection))
@@ -322,7 +332,8 @@ def store_batch(
     prepared: Prepared,
     body_bytes: int,
 ) -> BatchOutcome:
-    partitions.ensure(db, {row["window_start"] // 86400 for row in prepared.flows})
+    days = {start // 86400 for start in prepared.flows.window_starts}
+    partitions.ensure(db, days)
     for attempt in (1, 2):
         try:
             return _store(db, host_id=host_id, request=request, prepared=prepared, body_bytes=body_bytes)
@@ -334,7 +345,7 @@ def store_batch(
             if attempt == 2:
                 raise
             partitions.forget()
-            partitions.ensure(db, {row["window_start"] // 86400 for row in prepared.flows})
+            partitions.ensure(db, days)
     raise AssertionError("unreachable")
 
 
@@ -369,22 +380,22 @@ def _store(
             # it finds a window the host sent before are the stored ones looked up and left out.
             cur.execute(load_sql("flows_savepoint"))
             try:
-                _copy(cur, "flows_copy", [flow_line(head, row) for row in flows])
+                _copy(cur, "flows_copy", [head + line for line in flows.lines])
             except psycopg2.errors.UniqueViolation:
                 cur.execute(load_sql("flows_savepoint_rollback"))
                 cur.execute(
                     load_sql("flows_existing_keys"),
                     {
                         "host_id": host_id,
-                        "window_starts": sorted({row["window_start"] for row in flows}),
-                        "flow_keys": [row["flow_key"] for row in flows],
+                        "window_starts": sorted(set(flows.window_starts)),
+                        "flow_keys": flows.keys,
                     },
                 )
                 existing = {key.replace("-", "") for (key,) in cur.fetchall()}
-                kept = [row for row in flows if row["flow_key"] not in existing]
+                kept = flows.without(existing)
                 duplicates = len(flows) - len(kept)
                 flows = kept
-                _copy(cur, "flows_copy", [flow_line(head, row) for row in flows])
+                _copy(cur, "flows_copy", [head + line for line in flows.lines])
             cur.execute(load_sql("flows_savepoint_release"))
         log_type = request.log_type
         _copy(
