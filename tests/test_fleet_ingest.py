@@ -263,7 +263,7 @@ def test_all_three_result_formats_and_removed_rows(client: FlaskClient, fleet_ds
 
 def test_rows_with_control_characters_and_nul_survive_intact(client: FlaskClient, fleet_dsn: str) -> None:
     node_key = enroll(client)
-    cmdline = "sh -c 'a\tb\\nc\nd\re'"
+    cmdline = "sh -c 'a\tb\\nc\nd\re' ünï 日本"
     data = [
         result_item(flow_columns(cmdline=cmdline)),
         result_item({"text": "tab\there\\ back\x00nul"}, name="pack_x_q"),

@@ -349,9 +349,14 @@ def store_batch(
     raise AssertionError("unreachable")
 
 
+COPY_CHUNK: Final = 1 << 20  # bytes handed to psycopg2 per read
+
+
 def _copy(cur: psycopg2.extensions.cursor, statement: str, lines: list[str]) -> None:
+    """COPY FROM STDIN of text-format lines: encoded once, sent in large chunks."""
     if lines:
-        cur.copy_expert(load_sql(statement), io.StringIO("\n".join(lines) + "\n"))
+        data = ("\n".join(lines) + "\n").encode("utf-8")
+        cur.copy_expert(load_sql(statement), io.BytesIO(data), size=COPY_CHUNK)
 
 
 def _store(
