@@ -9,10 +9,12 @@ from typing import Any
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from fleet_analytics.ingest.columnar import fast_flows
+from fleet_analytics.ingest.columnar import fast_flows, split_flow_items
 from fleet_analytics.ingest.filters import FilterContext, sanitise_batch
-from fleet_analytics.ingest.store import flow_line
-from tests.fleet_helpers import flow_columns
+from fleet_analytics.ingest.protocol import LogRequest
+from fleet_analytics.ingest.store import flow_line, prepare
+from tests.fleet_helpers import flow_columns, result_item
+from tests.test_fleet_fuzz import items
 
 NOW = int(time.time())
 CTX = FilterContext(now=NOW, max_row_age_seconds=86400, max_clock_skew_seconds=600, max_bytes_per_second=1e9)
@@ -129,3 +131,30 @@ def test_any_doubt_falls_back_to_the_row_path() -> None:
         second: dict[str, Any] = {**clean[1], **{k: str(v) if k == "pid" else v for k, v in bad.items()}}
         rows: list[dict[str, Any]] = [clean[0], second]
         assert fast_flows(rows, CTX) is None, bad
+
+
+@st.composite
+def log_requests(draw: st.DrawFn) -> LogRequest:
+    """Result batches as they come: mostly clean flow rows, with other queries, other formats, junk and
+    mutated rows mixed in (the log endpoint's fuzz strategies)."""
+    clean = [result_item(flow_columns(pid=1000 + n)) for n in range(draw(st.integers(0, 8)))]
+    mixed = draw(st.lists(items(), max_size=6))
+    data = draw(st.permutations(clean + mixed))
+    return LogRequest("k", "result", data, "")
+
+
+@settings(max_examples=400, deadline=None)
+@given(request=log_requests())
+def test_prepare_is_the_same_with_and_without_the_column_paths(request: LogRequest) -> None:
+    fast = prepare(request, flows_query="netflow_flows", ctx=CTX)
+    slow = prepare(request, flows_query="netflow_flows", ctx=CTX, columnar=False)
+    split = split_flow_items(request.data, "netflow_flows", {})
+    event("items split by columns" if split is not None else "items one by one")
+    if split is not None:
+        event(
+            "rows by columns" if fast_flows([c for _n, c in split[0]], CTX) is not None else "rows one by one"
+        )
+    assert fast.flows == slow.flows
+    assert fast.results == slow.results
+    assert fast.quarantine == slow.quarantine
+    assert fast.statuses == slow.statuses == []

@@ -81,6 +81,8 @@ BAD = [
     ({"process_name": 17}, "types", "process_name"),
     ({"window_start": "9" * 30}, "types", "window_start"),
     ({"bytes_sent": "9" * 5000}, "types", "bytes_sent"),  # beyond what int() converts
+    ({"pid": "²"}, "types", "pid"),  # a digit to str.isdigit, not to int()
+    ({"pid": "٣"}, "types", "pid"),  # a decimal digit to int(), but not ASCII
     ({"process_path": "/" + "a" * 5000}, "strings", "process_path"),
     ({"username": "bad\x00name"}, "strings", "NUL"),
     ({"process_sha256": "zz" * 32}, "strings", "process_sha256"),

@@ -26,7 +26,7 @@ json_scalars = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=40),
     st.sampled_from(
-        ["", "0", "-1", "1e3", "0x10", "::1", "999.0.0.1", "tcp", "\x00", "\\", "\t\n", "9" * 5000]
+        ["", "0", "-1", "1e3", "0x10", "::1", "999.0.0.1", "tcp", "\x00", "\\", "\t\n", "9" * 5000, "²", "٣"]
     ),
 )
 json_values = st.recursive(

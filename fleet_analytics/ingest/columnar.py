@@ -18,6 +18,7 @@ the equivalence by property.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import operator
 import re
 from collections.abc import Mapping, Sequence
@@ -36,6 +37,7 @@ from fleet_analytics.ingest.filters import (
     FilterContext,
     canonical_address,
 )
+from fleet_analytics.ingest.protocol import MAX_NAME_CHARS, is_flows_query
 
 INDEX: Final = {column: index for index, column in enumerate(FLOW_COLUMNS)}
 _ALL: Final = operator.itemgetter(*FLOW_COLUMNS)
@@ -207,3 +209,71 @@ def fast_flows(rows: Sequence[Mapping[str, Any]], ctx: FilterContext) -> FlowCop
         return None  # duplicates: the row path names them
     lines = list(map("\t".join, zip(keys, *columns, strict=True)))
     return FlowCopy(starts, keys, lines)
+
+
+_NAME_AND_COLUMNS: Final = operator.itemgetter("name", "columns")
+MAX_UNIX_TIME: Final = 2**53
+
+
+def _flows_name(name: str, flows_query: str) -> bool:
+    """A valid query name (as explode_result requires) that names the flows query."""
+    return (
+        type(name) is str
+        and 0 < len(name) <= MAX_NAME_CHARS
+        and "\x00" not in name
+        and is_flows_query(name, flows_query)
+    )
+
+
+def _unix_times_ok(values: list[Any]) -> bool:
+    kinds = set(map(type, values))
+    if kinds == {int}:
+        return bool(min(values) >= 0 and max(values) < MAX_UNIX_TIME)
+    if kinds == {str}:
+        digits = "".join(values)
+        return digits.isdigit() and digits.isascii() and "" not in values and max(map(len, values)) <= 15
+    return False
+
+
+def split_flow_items(
+    data: Sequence[Any], flows_query: str, names: dict[Any, bool]
+) -> tuple[list[tuple[str, dict[str, Any]]], list[Any]] | None:
+    """The (name, columns) of the items that are added flow rows in osquery's event format, and the
+    other items, both in order; None when that cannot be told without reading item by item (an item
+    that is not an object, another format, a removed flow row, an odd unixTime or decorations)."""
+    try:
+        pairs = list(map(_NAME_AND_COLUMNS, data))
+    except (KeyError, TypeError, IndexError):
+        return None
+    flow_items: list[Any] = []
+    flows: list[tuple[str, dict[str, Any]]] = []
+    others: list[Any] = []
+    try:
+        for item, pair in zip(data, pairs, strict=True):
+            is_flows = names.get(pair[0])
+            if is_flows is None:
+                is_flows = names[pair[0]] = _flows_name(pair[0], flows_query)
+            if is_flows:
+                flows.append(pair)
+                flow_items.append(item)
+            else:
+                others.append(item)
+    except TypeError:  # an unhashable name
+        return None
+    if not flows:
+        return flows, others
+    get = dict.get
+    count = len(flow_items)
+    actions = set(map(get, flow_items, itertools.repeat("action", count), itertools.repeat("added", count)))
+    if actions != {"added"}:
+        return None
+    if not _unix_times_ok(
+        list(map(get, flow_items, itertools.repeat("unixTime", count), itertools.repeat(0, count)))
+    ):
+        return None
+    decorations = set(map(type, map(get, flow_items, itertools.repeat("decorations", count))))
+    if not decorations <= {dict, type(None)}:
+        return None
+    if set(map(type, map(operator.itemgetter(1), flows))) != {dict}:
+        return None
+    return flows, others

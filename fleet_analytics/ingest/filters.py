@@ -192,7 +192,7 @@ def _as_int(value: Any) -> int | None:
         return value
     if type(value) is str:
         text = value.strip()
-        if text.isdigit() or (text[:1] == "-" and text[1:].isdigit()):
+        if text.isascii() and (text.isdigit() or (text[:1] == "-" and text[1:].isdigit())):
             return int(text) if len(text) <= 20 else None
         return None
     if type(value) is float and value.is_integer():

@@ -195,7 +195,7 @@ def _unix_time(item: dict[str, Any]) -> int | None:
         return None
     if isinstance(value, int):
         return value if 0 <= value < 2**53 else None
-    if isinstance(value, str) and value.isdigit() and len(value) <= 15:
+    if isinstance(value, str) and value.isdigit() and value.isascii() and len(value) <= 15:
         return int(value)
     return None
 
@@ -258,7 +258,7 @@ def _small_int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value if -(2**31) <= value < 2**31 else None
-    if isinstance(value, str) and value.lstrip("-").isdigit() and len(value) <= 10:
+    if isinstance(value, str) and value.lstrip("-").isdigit() and value.isascii() and len(value) <= 10:
         number = int(value)
         return number if -(2**31) <= number < 2**31 else None
     return None

@@ -28,8 +28,8 @@ import psycopg2.errors
 import psycopg2.extensions
 
 from fleet_analytics.db import Database, load_sql
-from fleet_analytics.ingest.columnar import FlowCopy, fast_flows
-from fleet_analytics.ingest.filters import FLOW_COLUMNS, FilterContext, Rejection, sanitise_batch
+from fleet_analytics.ingest.columnar import FlowCopy, fast_flows, split_flow_items
+from fleet_analytics.ingest.filters import FLOW_COLUMNS, FilterContext, sanitise_batch
 from fleet_analytics.ingest.protocol import (
     EnrollRequest,
     ItemProblem,
@@ -253,7 +253,10 @@ class Prepared:
     quarantine: list[ItemProblem] = field(default_factory=list)
 
 
-def prepare(request: LogRequest, *, flows_query: str, ctx: FilterContext) -> Prepared:
+def prepare(request: LogRequest, *, flows_query: str, ctx: FilterContext, columnar: bool = True) -> Prepared:
+    """Split a log request into flow rows (sanitised), other results, status lines and quarantine.
+    ``columnar`` takes the column-wise fast paths where they apply (fleet_analytics.ingest.columnar);
+    without it everything goes item by item and row by row: the same result, slower."""
     prepared = Prepared()
     if request.log_type == "status":
         for item in request.data:
@@ -263,9 +266,14 @@ def prepare(request: LogRequest, *, flows_query: str, ctx: FilterContext) -> Pre
             else:
                 prepared.statuses.append(line)
         return prepared
-    flow_rows: list[ResultRow] = []
-    flows_names: dict[str, bool] = {}
-    for item in request.data:
+    flows_names: dict[Any, bool] = {}
+    split = split_flow_items(request.data, flows_query, flows_names) if columnar else None
+    if split is not None:
+        flow_rows, others = split
+    else:
+        flow_rows, others = [], request.data
+    flows_names.clear()
+    for item in others:
         rows = explode_result(item)
         if isinstance(rows, ItemProblem):
             prepared.quarantine.append(rows)
@@ -275,11 +283,11 @@ def prepare(request: LogRequest, *, flows_query: str, ctx: FilterContext) -> Pre
             if is_flows is None:
                 is_flows = flows_names[row.name] = is_flows_query(row.name, flows_query)
             if is_flows and row.action != "removed":
-                flow_rows.append(row)
+                flow_rows.append((row.name, row.columns))
             else:
                 prepared.results.append(row)
-    columns = [row.columns for row in flow_rows]
-    fast = fast_flows(columns, ctx)  # the whole batch clean: decided column by column
+    columns = [row[1] for row in flow_rows]
+    fast = fast_flows(columns, ctx) if columnar else None  # the whole batch clean: column by column
     if fast is not None:
         prepared.flows = fast
         return prepared
@@ -290,13 +298,9 @@ def prepare(request: LogRequest, *, flows_query: str, ctx: FilterContext) -> Pre
         [flow_line("", row) for row in sanitised.rows],
     )
     for index, rejection in sanitised.rejected:
-        source = flow_rows[index]
-        prepared.quarantine.append(_flow_problem(source, rejection))
+        name, received = flow_rows[index]
+        prepared.quarantine.append(ItemProblem(rejection.filter, rejection.reason, received, name))
     return prepared
-
-
-def _flow_problem(row: ResultRow, rejection: Rejection) -> ItemProblem:
-    return ItemProblem(rejection.filter, rejection.reason, row.columns, row.name)
 
 
 @dataclass(frozen=True, slots=True)
