@@ -158,3 +158,14 @@ def test_prepare_is_the_same_with_and_without_the_column_paths(request: LogReque
     assert fast.results == slow.results
     assert fast.quarantine == slow.quarantine
     assert fast.statuses == slow.statuses == []
+
+
+def test_odd_item_fields_fall_back_instead_of_failing() -> None:
+    good = result_item(flow_columns())
+    for key, value in (("action", ["added"]), ("unixTime", [1]), ("decorations", 5), ("columns", [1])):
+        request = LogRequest("k", "result", [good, {**good, key: value}], "")
+        assert split_flow_items(request.data, "netflow_flows", {}) is None, key
+        fast = prepare(request, flows_query="netflow_flows", ctx=CTX)
+        assert fast == prepare(request, flows_query="netflow_flows", ctx=CTX, columnar=False)
+    unhashable_name = {**good, "name": ["pack_netflow_netflow_flows"]}
+    assert split_flow_items([good, unhashable_name], "netflow_flows", {}) is None

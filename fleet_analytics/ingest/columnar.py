@@ -264,7 +264,12 @@ def split_flow_items(
         return flows, others
     get = dict.get
     count = len(flow_items)
-    actions = set(map(get, flow_items, itertools.repeat("action", count), itertools.repeat("added", count)))
+    try:
+        actions = set(
+            map(get, flow_items, itertools.repeat("action", count), itertools.repeat("added", count))
+        )
+    except TypeError:  # an unhashable action
+        return None
     if actions != {"added"}:
         return None
     if not _unix_times_ok(
