@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import http.client
 import json
 import os
@@ -102,7 +103,8 @@ def make_rows(count: int, hosts: int, seed: int = 7) -> list[list[dict[str, str]
             "pid": 1000 + index,  # distinct key per row
             "process_name": name,
             "process_path": path,
-            "process_sha256": f"{rng.getrandbits(256):064x}",
+            # one executable per application and version (a fleet runs a few versions of each)
+            "process_sha256": hashlib.sha256(f"{path}:{host % 3}".encode()).hexdigest(),
             "uid": rng.choice([0, 1000, 1001]),
             "username": rng.choice(["root", "alice", "bob"]),
             "protocol": "tcp" if rng.random() < 0.85 else "udp",
