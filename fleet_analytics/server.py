@@ -20,7 +20,7 @@ from fleet_analytics.config import Settings
 
 log = logging.getLogger(__name__)
 
-GC_GEN0_THRESHOLD = 50_000  # allocations between young-generation collections (default 700)
+GC_GEN0_THRESHOLD = 100_000  # allocations between young-generation collections (default 700)
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]

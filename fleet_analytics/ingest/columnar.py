@@ -61,6 +61,17 @@ _INTEGER: Final = frozenset(
         "parent_pid",
     }
 )
+# columns only checked against an upper bound (the counters filter): converted only when a value has
+# as many digits as the bound (int64 values are bounded by the types check itself)
+_BOUNDED: Final = {
+    "pid": UINT32_LIMIT,
+    "uid": UINT32_LIMIT,
+    "parent_pid": UINT32_LIMIT,
+    "process_start_time": INT64_MAX,
+    "connections": INT64_MAX + 1,
+    "sends": INT64_MAX + 1,
+    "receives": INT64_MAX + 1,
+}
 _NON_CANONICAL: Final = re.compile("\x1f0[0-9]")  # a leading zero (after the separator we add)
 _COPY_SPECIAL: Final = re.compile("[\\\\\t\n\r]")
 _COPY_ESCAPES: Final = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -99,8 +110,10 @@ class FlowCopy:
         )
 
 
-def _integers(column: Sequence[Any]) -> list[int] | None:
-    """The column as ints when every value is canonical decimal text within int64, else None."""
+def _integers(column: Sequence[Any], below: int | None = None) -> list[int] | None:
+    """The column as ints when every value is canonical decimal text within int64 (and below
+    ``below`` when given), else None. With ``below``, a column whose values are all too short to
+    reach it is not converted: an empty list stands for "checked"."""
     try:
         text = "\x1f" + "\x1f".join(column)
     except TypeError:  # a value that is not a string
@@ -110,11 +123,15 @@ def _integers(column: Sequence[Any]) -> list[int] | None:
         return None  # a sign, a space, a dot, or an empty value
     if _NON_CANONICAL.search(text):
         return None
+    if below is not None and max(map(len, column)) < len(str(below)):
+        return []  # every value has fewer digits than the bound: below it
     try:
         numbers = list(map(int, column))
     except ValueError:  # more digits than int() converts
         return None
-    return numbers if max(numbers) <= INT64_MAX else None
+    if max(numbers) > INT64_MAX or (below is not None and max(numbers) >= below):
+        return None
+    return numbers
 
 
 def _tcp_bytes_on_port_zero(protocol: str, sent: int, received: int, local: int, remote: int) -> bool:
@@ -133,7 +150,7 @@ def fast_flows(rows: Sequence[Mapping[str, Any]], ctx: FilterContext) -> FlowCop
     columns: list[Sequence[Any]] = list(zip(*table, strict=True))
     numbers: dict[str, list[int]] = {}
     for column in _INTEGER:
-        converted = _integers(columns[INDEX[column]])
+        converted = _integers(columns[INDEX[column]], _BOUNDED.get(column))
         if converted is None:
             return None
         numbers[column] = converted
@@ -184,10 +201,6 @@ def fast_flows(rows: Sequence[Mapping[str, Any]], ctx: FilterContext) -> FlowCop
             remote_ports,
         )
     ):
-        return None
-    if max(numbers["pid"]) >= UINT32_LIMIT or max(numbers["uid"]) >= UINT32_LIMIT:
-        return None
-    if max(numbers["parent_pid"]) >= UINT32_LIMIT or max(numbers["process_start_time"]) >= INT64_MAX:
         return None
     seconds, starts = numbers["window_seconds"], numbers["window_start"]
     if min(seconds) < 1 or max(seconds) > 86400:
