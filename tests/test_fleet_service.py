@@ -306,6 +306,9 @@ def test_every_setting_is_documented_and_validated() -> None:
     with pytest.raises(ConfigError, match="FLEET_FLOW_RETENTION_DAYS"):
         load_settings({"flow_retention_days": 3, "max_row_age_seconds": 7 * 86400}, environ={})
     assert load_settings(environ={"FLEET_ENROLL_SECRET": "123"}).enroll_secret == "123"
+    assert load_settings(environ={"FLEET_ACCESS_LOG": "yes"}).access_log is True
+    with pytest.raises(ConfigError, match="FLEET_ACCESS_LOG.*true or false"):
+        load_settings(environ={"FLEET_ACCESS_LOG": "sometimes"})
 
 
 def test_https_with_the_configured_certificate(fleet_dsn: str, tmp_path: Path) -> None:
@@ -342,3 +345,13 @@ def test_https_with_the_configured_certificate(fleet_dsn: str, tmp_path: Path) -
         cur.execute("SELECT count(*) FROM flows")
         assert cur.fetchone() == (1,)
     conn.close()
+
+
+def test_serve_on_a_port_in_use_says_so_before_starting_anything(fleet_dsn: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("serve", "--port", str(port), env={"FLEET_DATABASE_URL": fleet_dsn}, timeout=30)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "--port" in result.stderr
