@@ -307,7 +307,7 @@ def test_every_setting_is_documented_and_validated() -> None:
         load_settings({"flow_retention_days": 3, "max_row_age_seconds": 7 * 86400}, environ={})
     assert load_settings(environ={"FLEET_ENROLL_SECRET": "123"}).enroll_secret == "123"
     assert load_settings(environ={"FLEET_ACCESS_LOG": "yes"}).access_log is True
-    with pytest.raises(ConfigError, match="FLEET_ACCESS_LOG.*true or false"):
+    with pytest.raises(ConfigError, match=r"FLEET_ACCESS_LOG.*true or false"):
         load_settings(environ={"FLEET_ACCESS_LOG": "sometimes"})
 
 
