@@ -356,10 +356,11 @@ def store_batch(
 COPY_CHUNK: Final = 1 << 20  # bytes handed to psycopg2 per read
 
 
-def _copy(cur: psycopg2.extensions.cursor, statement: str, lines: list[str]) -> None:
-    """COPY FROM STDIN of text-format lines: encoded once, sent in large chunks."""
+def _copy(cur: psycopg2.extensions.cursor, statement: str, lines: list[str], prefix: str = "") -> None:
+    """COPY FROM STDIN of text-format lines, each after ``prefix``: joined and encoded once (no string
+    per line), sent in large chunks."""
     if lines:
-        data = ("\n".join(lines) + "\n").encode("utf-8")
+        data = (prefix + ("\n" + prefix).join(lines) + "\n").encode("utf-8")
         cur.copy_expert(load_sql(statement), io.BytesIO(data), size=COPY_CHUNK)
 
 
@@ -389,7 +390,7 @@ def _store(
             # it finds a window the host sent before are the stored ones looked up and left out.
             cur.execute(load_sql("flows_savepoint"))
             try:
-                _copy(cur, "flows_copy", [head + line for line in flows.lines])
+                _copy(cur, "flows_copy", flows.lines, prefix=head)
             except psycopg2.errors.UniqueViolation:
                 cur.execute(load_sql("flows_savepoint_rollback"))
                 cur.execute(
@@ -404,7 +405,7 @@ def _store(
                 kept = flows.without(existing)
                 duplicates = len(flows) - len(kept)
                 flows = kept
-                _copy(cur, "flows_copy", [head + line for line in flows.lines])
+                _copy(cur, "flows_copy", flows.lines, prefix=head)
             cur.execute(load_sql("flows_savepoint_release"))
         log_type = request.log_type
         _copy(
