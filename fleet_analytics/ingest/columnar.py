@@ -17,6 +17,7 @@ the equivalence by property.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import operator
@@ -71,8 +72,20 @@ _BOUNDED: Final = {
     "sends": INT64_MAX + 1,
     "receives": INT64_MAX + 1,
 }
+# text columns whose only bound is their length limit (the others are enums, addresses, sha256)
+_FREE_TEXT: Final = (
+    "process_name",
+    "process_path",
+    "username",
+    "local_hostname",
+    "remote_hostname",
+    "community_id",
+    "cmdline",
+)
 _NON_CANONICAL: Final = re.compile("\x1f0[0-9]")  # a leading zero (after the separator we add)
 _COPY_ESCAPES: Final = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_KEY_HASH: Final = functools.partial(hashlib.blake2b, digest_size=16)
+_HEXDIGEST: Final = operator.methodcaller("hexdigest")
 _KEY_COLUMNS: Final = (
     "window_start",
     "pid",
@@ -199,16 +212,22 @@ def fast_flows(rows: Sequence[Mapping[str, Any]], ctx: FilterContext) -> FlowCop
         if converted is None:
             return None
         numbers[column] = converted
-    for column, limit in TEXT_LIMITS.items():
-        values = columns[INDEX[column]]
-        try:
+    texts = [columns[INDEX[column]] for column in TEXT_LIMITS]
+    try:
+        every_text = "\x1f".join(itertools.chain.from_iterable(texts))  # one pass for all text columns
+    except TypeError:  # a value that is not a string
+        return None
+    if "\x00" in every_text:
+        return None
+    for column in _FREE_TEXT:  # enums, addresses and sha256 are bounded by their own checks below
+        if max(map(len, columns[INDEX[column]])) > TEXT_LIMITS[column]:
+            return None
+    if "\\" in every_text or "\t" in every_text or "\n" in every_text or "\r" in every_text:  # memchr
+        for column in TEXT_LIMITS:
+            values = columns[INDEX[column]]
             joined = "".join(values)
-        except TypeError:
-            return None
-        if "\x00" in joined or max(map(len, values)) > limit:
-            return None
-        if "\\" in joined or "\t" in joined or "\n" in joined or "\r" in joined:  # memchr, not a regex
-            columns[INDEX[column]] = [value.translate(_COPY_ESCAPES) for value in values]
+            if "\\" in joined or "\t" in joined or "\n" in joined or "\r" in joined:
+                columns[INDEX[column]] = [value.translate(_COPY_ESCAPES) for value in values]
     sha = columns[INDEX["process_sha256"]]
     if not set(map(len, sha)) <= {0, 64} or not _lower_hex("".join(sha)):
         return None
@@ -224,8 +243,8 @@ def fast_flows(rows: Sequence[Mapping[str, Any]], ctx: FilterContext) -> FlowCop
         parsed = _addresses(columns[INDEX[column]], families)
         if parsed is None:
             return None
-        texts, unspecified = parsed
-        columns[INDEX[column]] = texts
+        canonical, unspecified = parsed
+        columns[INDEX[column]] = canonical
         if column == "remote_address" and any(
             map(operator.and_, unspecified, map(bool, numbers["remote_port"]))
         ):
@@ -259,7 +278,8 @@ def fast_flows(rows: Sequence[Mapping[str, Any]], ctx: FilterContext) -> FlowCop
     if any(map(operator.gt, firsts, lasts)) or max(lasts) > latest:
         return None
     key_texts = map("\x1f".join, zip(*(columns[INDEX[column]] for column in _KEY_COLUMNS), strict=True))
-    keys = [hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest() for text in key_texts]
+    digests = map(_KEY_HASH, map(str.encode, key_texts))  # all in C: no Python frame per row
+    keys = list(map(_HEXDIGEST, digests))
     if len(set(keys)) != len(keys):
         return None  # duplicates: the row path names them
     lines = list(map("\t".join, zip(keys, *columns, strict=True)))
