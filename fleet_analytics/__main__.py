@@ -101,6 +101,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         app = create_app({"database_url": dsn})
         with Database(dsn) as db:
             ensure_partitions(db, now=time.time(), ahead_days=settings.partitions_ahead_days, back_days=0)
+        # no connection may cross the fork: a child freeing an inherited one would end the session
+        app.extensions["fleet"].db.close()
         return serve(app, settings, host=args.host, port=args.port, workers=args.workers)
 
 
