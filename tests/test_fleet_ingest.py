@@ -456,3 +456,29 @@ def test_a_batch_key_seen_only_at_insert_is_still_stored_once(app: Flask, fleet_
     ]
     assert [outcome.already_stored for outcome in outcomes] == [False, True]
     assert counts(fleet_dsn)["flows"] == 1 and counts(fleet_dsn)["ingest_batches"] == 1
+
+
+def test_a_forked_child_opens_its_own_connections_and_spares_the_parents(fleet_dsn: str) -> None:
+    import os  # noqa: PLC0415
+
+    from fleet_analytics.db import Database  # noqa: PLC0415
+
+    db = Database(fleet_dsn, pool_max=2)
+    with db.transaction() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        parent_backend = cur.fetchone()
+    child = os.fork()
+    if child == 0:  # the child: a new connection, and the parent's left open
+        code = 1
+        try:
+            with db.transaction() as cur:
+                cur.execute("SELECT pg_backend_pid()")
+                code = 0 if cur.fetchone() != parent_backend else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with db.transaction() as cur:  # the parent's pooled connection still works, the same session
+        cur.execute("SELECT pg_backend_pid()")
+        assert cur.fetchone() == parent_backend
+    db.close()
