@@ -163,17 +163,14 @@ class Database:
         self.pool_max = pool_max
         self.statement_timeout_ms = statement_timeout_ms
         self._idle: list[psycopg2.extensions.connection] = []
-        self._inherited: list[psycopg2.extensions.connection] = []
         self._slots = threading.BoundedSemaphore(pool_max)
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self.wait_seconds = 30.0  # for a free connection, before answering "busy"
 
     def _take(self) -> psycopg2.extensions.connection:
-        if self._pid != os.getpid():  # forked: leave the parent's connections alone
-            with self._lock:
-                # kept referenced, never used: freeing one here would end the parent's session
-                self._inherited.extend(self._idle)
+        if self._pid != os.getpid():  # forked: never use the parent's connections (psycopg2 does not
+            with self._lock:  # end the parent's session when a child frees one)
                 self._idle = []
                 self._slots = threading.BoundedSemaphore(self.pool_max)
                 self._pid = os.getpid()

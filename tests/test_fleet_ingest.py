@@ -468,7 +468,7 @@ def test_a_forked_child_opens_its_own_connections_and_spares_the_parents(fleet_d
         cur.execute("SELECT pg_backend_pid()")
         parent_backend = cur.fetchone()
     child = os.fork()
-    if child == 0:  # the child: a new connection, and the parent's left open
+    if child == 0:  # the child opens its own connection; the parent's session survives the child
         code = 1
         try:
             with db.transaction() as cur:
