@@ -101,7 +101,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         app = create_app({"database_url": dsn})
         with Database(dsn) as db:
             ensure_partitions(db, now=time.time(), ahead_days=settings.partitions_ahead_days, back_days=0)
-        # no connection may cross the fork: a child freeing an inherited one would end the session
+        # the workers open their own connections: the master keeps none open across the fork
         app.extensions["fleet"].db.close()
         return serve(app, settings, host=args.host, port=args.port, workers=args.workers)
 
