@@ -6,6 +6,7 @@
     python -m fleet_analytics packs list|show|add|remove
     python -m fleet_analytics maintain                      flow partitions ahead, retention
     python -m fleet_analytics quarantine [--since-hours N]  quarantined rows per filter
+    python -m fleet_analytics hosts                         enrolled hosts, last seen
 
 Settings are FLEET_* environment variables (docs/fleet.md). Without FLEET_DATABASE_URL every command
 runs on the embedded PostgreSQL in FLEET_DATA_DIR (started for the command, stopped after).
@@ -176,6 +177,21 @@ def cmd_quarantine(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hosts(settings: Settings, _args: argparse.Namespace) -> int:
+    with database(settings) as dsn, Database(dsn) as db, db.transaction() as cur:
+        cur.execute(load_sql("hosts_list"))
+        names = [column.name for column in cur.description]
+        hosts = [
+            {
+                name: value.isoformat() if isinstance(value, datetime) else value
+                for name, value in zip(names, row, strict=True)
+            }
+            for row in cur.fetchall()
+        ]
+    print(json.dumps({"hosts": hosts}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m fleet_analytics",
@@ -209,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     remove = pack_actions.add_parser("remove", help="remove an admin pack")
     remove.add_argument("name")
     commands.add_parser("maintain", help="create flow partitions ahead and drop those past retention")
+    commands.add_parser("hosts", help="enrolled hosts and when each was last seen (JSON)")
     quarantine = commands.add_parser("quarantine", help="quarantined rows per filter")
     quarantine.add_argument("--since-hours", type=float, default=24.0)
     return parser
@@ -221,6 +238,7 @@ HANDLERS = {
     "packs": cmd_packs,
     "maintain": cmd_maintain,
     "quarantine": cmd_quarantine,
+    "hosts": cmd_hosts,
 }
 
 

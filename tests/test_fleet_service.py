@@ -282,6 +282,27 @@ def test_maintain_creates_partitions_ahead_and_drops_past_retention(fleet_dsn: s
     conn.close()
 
 
+def test_hosts_command_lists_enrolled_hosts(fleet_dsn: str) -> None:
+    env = {"FLEET_DATABASE_URL": fleet_dsn}
+    assert json.loads(cli("hosts", env=env).stdout) == {"hosts": []}
+    from fleet_analytics import create_app  # noqa: PLC0415
+
+    app = create_app({"database_url": fleet_dsn, "enroll_secret": SECRET})
+    try:
+        details = {"system_info": {"hostname": "laptop-7"}, "osquery_info": {"version": "5.12.1"}}
+        body = {"enroll_secret": SECRET, "host_identifier": "uuid-7", "host_details": details}
+        assert app.test_client().post("/api/v1/osquery/enroll", json=body).status_code == 200
+    finally:
+        app.extensions["fleet"].close()
+    (host,) = json.loads(cli("hosts", env=env).stdout)["hosts"]
+    assert (host["host_identifier"], host["hostname"], host["osquery_version"]) == (
+        "uuid-7",
+        "laptop-7",
+        "5.12.1",
+    )
+    assert host["last_log_at"] is None and host["enrolled_at"]
+
+
 def test_quarantine_command_and_bad_settings(fleet_dsn: str, dsn: str) -> None:
     result = cli("quarantine", env={"FLEET_DATABASE_URL": fleet_dsn})
     assert result.returncode == 0 and json.loads(result.stdout)["filters"] == []
