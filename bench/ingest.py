@@ -258,6 +258,17 @@ def run_api(server: str, template: str, batches: Batches, args: Any) -> dict[str
         drop_db(server, name)
 
 
+def run_threads(target: Any, count: int) -> float:
+    """Run `count` threads of `target` to the end; the wall time in seconds."""
+    threads = [threading.Thread(target=target) for _ in range(count)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
 def post_all(port: int, bodies: list[tuple[str, bytes]], clients: int) -> tuple[float, dict[str, float]]:
     """POST every body (keep-alive, `clients` threads); the wall time and the CPU seconds per role."""
     queue = list(reversed(bodies))
@@ -283,14 +294,8 @@ def post_all(port: int, bodies: list[tuple[str, bytes]], clients: int) -> tuple[
                 failures.append(f"{response.status} {answer[:200]!r}")
         connection.close()
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
     cpu_before = cpu_by_role()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = run_threads(client, clients)
     cpu_after = cpu_by_role()
     if failures:
         raise RuntimeError(f"{len(failures)} requests failed, e.g. {failures[0]}")
@@ -388,13 +393,7 @@ def run_copy(server: str, template: str, batches: Batches, args: Any) -> dict[st
                 cur.copy_expert(copy_sql, io.StringIO(text))
         conn.close()
 
-    threads = [threading.Thread(target=loader) for _ in range(args.workers)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = run_threads(loader, args.workers)
     total = sum(len(rows) for _host, rows in batches)
     drop_db(server, name)
     return {"seconds": round(elapsed, 3), "rows_per_s": round(total / elapsed)}

@@ -74,14 +74,18 @@ def find_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return [found[version] for version in sorted(found)]
 
 
-def pending(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
-    """The names of the migrations not applied yet (all of them on an empty database)."""
+def _connect_for_migrations(dsn: str) -> psycopg2.extensions.connection:
     try:
-        conn = psycopg2.connect(dsn, connect_timeout=10)
+        return psycopg2.connect(dsn, connect_timeout=10)
     except psycopg2.OperationalError as exc:
         raise MigrationError(
             f"cannot connect to PostgreSQL: {one_line(exc)}; check FLEET_DATABASE_URL"
         ) from None
+
+
+def pending(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """The names of the migrations not applied yet (all of them on an empty database)."""
+    conn = _connect_for_migrations(dsn)
     try:
         with conn, conn.cursor() as cur:
             cur.execute(load_sql("migrations_table_exists"))
@@ -99,12 +103,7 @@ def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     """Apply every pending migration; returns the names applied (empty when up to date)."""
     migrations = find_migrations(directory)
     applied_now: list[str] = []
-    try:
-        conn = psycopg2.connect(dsn)
-    except psycopg2.OperationalError as exc:
-        raise MigrationError(
-            f"cannot connect to PostgreSQL: {one_line(exc)}; check FLEET_DATABASE_URL"
-        ) from None
+    conn = _connect_for_migrations(dsn)
     try:
         with conn, conn.cursor() as cur:
             cur.execute(load_sql("migrations_lock"))

@@ -62,16 +62,20 @@ def _check_type(where: str, value: Any, kind: type | tuple[type, ...]) -> None:
         raise PackError(f"{where} must be {_type_name(kind)}, not {type(value).__name__}")
 
 
+def _check_keys(where: str, mapping: dict[str, Any], known: Mapping[str, type | tuple[type, ...]]) -> None:
+    for key, value in mapping.items():
+        if key not in known:
+            raise PackError(f"{where}: unknown key {key!r} (known: {', '.join(known)})")
+        _check_type(f"{where}: {key}", value, known[key])
+
+
 def validate_pack(name: str, pack: Any) -> dict[str, Any]:
     """The pack, checked: every key known and typed, at least one query, intervals in range."""
     if not PACK_NAME.match(name):
         raise PackError(f"pack name {name!r}: use 1-64 letters, digits, '_', '.', '-' (not first)")
     if not isinstance(pack, dict):
         raise PackError(f"pack {name}: must be a JSON object with a queries object")
-    for key, value in pack.items():
-        if key not in PACK_KEYS:
-            raise PackError(f"pack {name}: unknown key {key!r} (known: {', '.join(PACK_KEYS)})")
-        _check_type(f"pack {name}: {key}", value, PACK_KEYS[key])
+    _check_keys(f"pack {name}", pack, PACK_KEYS)
     queries = pack.get("queries")
     if not queries:
         raise PackError(f"pack {name}: queries is missing or empty; add at least one query")
@@ -82,10 +86,7 @@ def validate_pack(name: str, pack: Any) -> dict[str, Any]:
             raise PackError(f"{where}: use 1-128 letters, digits, '_', '.', '-' in query names")
         if not isinstance(query, dict):
             raise PackError(f"{where}: must be an object with query and interval")
-        for key, value in query.items():
-            if key not in QUERY_KEYS:
-                raise PackError(f"{where}: unknown key {key!r} (known: {', '.join(QUERY_KEYS)})")
-            _check_type(f"{where}: {key}", value, QUERY_KEYS[key])
+        _check_keys(where, query, QUERY_KEYS)
         if not str(query.get("query", "")).strip():
             raise PackError(f"{where}: query (the SQL) is missing or empty")
         interval = query.get("interval")

@@ -32,6 +32,8 @@ from fleet_analytics.ingest.filters import (
     DIRECTIONS,
     FLOW_COLUMNS,
     INT64_MAX,
+    INTEGER_COLUMNS,
+    KEY_COLUMNS,
     PROTOCOLS,
     TEXT_LIMITS,
     UINT32_LIMIT,
@@ -41,26 +43,6 @@ from fleet_analytics.ingest.protocol import MAX_NAME_CHARS, is_flows_query
 
 INDEX: Final = {column: index for index, column in enumerate(FLOW_COLUMNS)}
 _ALL: Final = operator.itemgetter(*FLOW_COLUMNS)
-_INTEGER: Final = frozenset(
-    {
-        "window_start",
-        "window_seconds",
-        "pid",
-        "uid",
-        "family",
-        "local_port",
-        "remote_port",
-        "bytes_sent",
-        "bytes_received",
-        "connections",
-        "first_seen",
-        "last_seen",
-        "sends",
-        "receives",
-        "process_start_time",
-        "parent_pid",
-    }
-)
 # columns only checked against an upper bound (the counters filter): converted only when a value has
 # as many digits as the bound (int64 values are bounded by the types check itself)
 _BOUNDED: Final = {
@@ -86,18 +68,6 @@ _NON_CANONICAL: Final = re.compile("\x1f0[0-9]")  # a leading zero (after the se
 _COPY_ESCAPES: Final = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _KEY_HASH: Final = functools.partial(hashlib.blake2b, digest_size=16)
 _HEXDIGEST: Final = operator.methodcaller("hexdigest")
-_KEY_COLUMNS: Final = (
-    "window_start",
-    "pid",
-    "process_start_time",
-    "uid",
-    "protocol",
-    "family",
-    "local_address",
-    "local_port",
-    "remote_address",
-    "remote_port",
-)
 
 
 @dataclass(slots=True)
@@ -204,10 +174,10 @@ def fast_flows(rows: Sequence[Mapping[str, Any]], ctx: FilterContext) -> FlowCop
     except (KeyError, TypeError):
         return None
     columns: list[Sequence[Any]] = list(zip(*table, strict=True))
-    if not _canonical_digits([columns[INDEX[column]] for column in _INTEGER]):
+    if not _canonical_digits([columns[INDEX[column]] for column in INTEGER_COLUMNS]):
         return None
     numbers: dict[str, list[int]] = {}
-    for column in _INTEGER:
+    for column in INTEGER_COLUMNS:
         converted = _integers(columns[INDEX[column]], _BOUNDED.get(column))
         if converted is None:
             return None
@@ -277,7 +247,7 @@ def fast_flows(rows: Sequence[Mapping[str, Any]], ctx: FilterContext) -> FlowCop
     firsts, lasts = numbers["first_seen"], numbers["last_seen"]
     if any(map(operator.gt, firsts, lasts)) or max(lasts) > latest:
         return None
-    key_texts = map("\x1f".join, zip(*(columns[INDEX[column]] for column in _KEY_COLUMNS), strict=True))
+    key_texts = map("\x1f".join, zip(*(columns[INDEX[column]] for column in KEY_COLUMNS), strict=True))
     digests = map(_KEY_HASH, map(str.encode, key_texts))  # all in C: no Python frame per row
     keys = list(map(_HEXDIGEST, digests))
     if len(set(keys)) != len(keys):

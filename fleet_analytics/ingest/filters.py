@@ -30,24 +30,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-INTEGER_COLUMNS: Final = (
-    "window_start",
-    "window_seconds",
-    "pid",
-    "uid",
-    "family",
-    "local_port",
-    "remote_port",
-    "bytes_sent",
-    "bytes_received",
-    "connections",
-    "first_seen",
-    "last_seen",
-    "sends",
-    "receives",
-    "process_start_time",
-    "parent_pid",
-)
 # text columns and their length limits (characters)
 TEXT_LIMITS: Final[Mapping[str, int]] = {
     "process_name": 256,
@@ -65,33 +47,6 @@ TEXT_LIMITS: Final[Mapping[str, int]] = {
     "cmdline": 8192,
 }
 TEXT_COLUMNS: Final = tuple(TEXT_LIMITS)
-REQUIRED: Final = frozenset(
-    {
-        "window_start",
-        "window_seconds",
-        "pid",
-        "process_name",
-        "process_path",
-        "process_sha256",
-        "uid",
-        "username",
-        "protocol",
-        "family",
-        "direction",
-        "local_address",
-        "local_port",
-        "remote_address",
-        "remote_port",
-        "local_hostname",
-        "remote_hostname",
-        "bytes_sent",
-        "bytes_received",
-        "connections",
-        "activity",
-        "first_seen",
-        "last_seen",
-    }
-)
 OPTIONAL_DEFAULTS: Final[Mapping[str, int | str]] = {
     "sends": 0,
     "receives": 0,
@@ -132,6 +87,9 @@ FLOW_COLUMNS: Final = (
     "parent_pid",
     "cmdline",
 )
+# every column not text is an integer; every column without a default is required
+INTEGER_COLUMNS: Final = tuple(column for column in FLOW_COLUMNS if column not in TEXT_LIMITS)
+REQUIRED: Final = frozenset(FLOW_COLUMNS).difference(OPTIONAL_DEFAULTS)
 KEY_COLUMNS: Final = (
     "window_start",
     "pid",

@@ -408,43 +408,25 @@ def _store(
                 _copy(cur, "flows_copy", flows.lines, prefix=head)
             cur.execute(load_sql("flows_savepoint_release"))
         log_type = request.log_type
-        _copy(
-            cur,
-            "quarantine_copy",
-            [
-                head
-                + "\t".join(
-                    copy_field(value)
-                    for value in (log_type, problem.query_name, problem.filter, problem.reason[:MAX_REASON])
-                )
-                + "\t"
-                + copy_field(json_text(problem.item))
-                for problem in prepared.quarantine
-            ],
-        )
-        _copy(
-            cur,
-            "results_copy",
-            [
-                head
-                + f"{copy_field(result.name)}\t{result.action}\t{result.unix_time}\t"
-                + copy_field(json_text(result.columns))
-                + "\t"
-                + copy_field(json_text(result.decorations))
-                for result in prepared.results
-            ],
-        )
-        _copy(
-            cur,
-            "status_logs_copy",
-            [
-                head
-                + f"{line.severity}\t{copy_field(line.filename)}\t{line.line}\t{copy_field(line.message)}\t"
-                + f"{copy_field(line.version)}\t{line.unix_time}\t"
-                + copy_field(json_text(line.decorations))
-                for line in prepared.statuses
-            ],
-        )
+        quarantined = [
+            (log_type, p.query_name, p.filter, p.reason[:MAX_REASON], json_text(p.item))
+            for p in prepared.quarantine
+        ]
+        results = [
+            (r.name, r.action, r.unix_time, json_text(r.columns), json_text(r.decorations))
+            for r in prepared.results
+        ]
+        statuses = [
+            (line.severity, line.filename, line.line, line.message, line.version, line.unix_time,
+             json_text(line.decorations))
+            for line in prepared.statuses
+        ]  # fmt: skip
+        for statement, rows in (
+            ("quarantine_copy", quarantined),
+            ("results_copy", results),
+            ("status_logs_copy", statuses),
+        ):
+            _copy(cur, statement, ["\t".join(map(copy_field, row)) for row in rows], prefix=head)
         outcome = BatchOutcome(
             batch_id=batch_id,
             flow_rows=len(flows),

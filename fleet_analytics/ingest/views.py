@@ -94,12 +94,17 @@ def batch_seen(host_id: int, key: str) -> bool:
         return cur.fetchone() is not None
 
 
-def authenticate(node_key: str) -> int:
-    with services().db.transaction() as cur:
-        host_id = host_for_node_key(cur, node_key)
+def known_host(cur: Any, node_key: str) -> int:
+    """The host of a node key; 401 node_invalid (enroll again) for an unknown one."""
+    host_id = host_for_node_key(cur, node_key)
     if host_id is None:
         raise NodeInvalid("unknown node key: enroll again")
     return host_id
+
+
+def authenticate(node_key: str) -> int:
+    with services().db.transaction() as cur:
+        return known_host(cur, node_key)
 
 
 @bp.post("/config")
@@ -108,9 +113,7 @@ def config() -> Response:
     node_key = parse_node_key(document)
     fleet = services()
     with fleet.db.transaction() as cur:
-        host_id = host_for_node_key(cur, node_key)
-        if host_id is None:
-            raise NodeInvalid("unknown node key: enroll again")
+        host_id = known_host(cur, node_key)
         cur.execute(load_sql("host_touch_config"), {"host_id": host_id})
         configuration = osquery_config(fleet.shipped_packs, admin_packs(cur))
     configuration["node_invalid"] = False
