@@ -18,11 +18,11 @@ or comes back as an :class:`ItemProblem` for one item, which the caller quaranti
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
 import orjson
+from isal import isal_zlib  # zlib's format and API; inflates about 3x faster (docs/benchmarks.md)
 
 MAX_KEY_CHARS: Final = 256
 MAX_NAME_CHARS: Final = 1024
@@ -72,10 +72,10 @@ def gunzip(data: bytes, limit: int) -> bytes:
     if not rest:
         raise RequestError(400, "the gzip body is empty")
     while rest:
-        decompressor = zlib.decompressobj(wbits=31)
+        decompressor = isal_zlib.decompressobj(wbits=31)
         try:
             chunk = decompressor.decompress(rest, limit - size + 1)
-        except zlib.error as exc:
+        except isal_zlib.error as exc:
             raise RequestError(400, f"the body is not valid gzip: {exc}") from None
         size += len(chunk)
         if size > limit:
