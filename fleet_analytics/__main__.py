@@ -7,6 +7,9 @@
     python -m fleet_analytics maintain                      flow partitions ahead, retention
     python -m fleet_analytics quarantine [--since-hours N]  quarantined rows per filter
     python -m fleet_analytics hosts                         enrolled hosts, last seen
+    python -m fleet_analytics train [--days D] [--detector NAME] [--promote auto|always|never]
+    python -m fleet_analytics score [--status]              score pending batches now
+    python -m fleet_analytics models list|promote ID|rollback
 
 Settings are FLEET_* environment variables (docs/fleet.md). Without FLEET_DATABASE_URL every command
 runs on the embedded PostgreSQL in FLEET_DATA_DIR (started for the command, stopped after).
@@ -192,6 +195,91 @@ def cmd_hosts(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
+    from fleet_analytics.detection import DetectionError, train_and_register  # noqa: PLC0415 - heavy
+
+    with database(settings) as dsn, Database(dsn) as db:
+        try:
+            result = train_and_register(
+                db,
+                settings,
+                days=args.days,
+                detector=args.detector,
+                contamination=args.contamination,
+                reason="cli",
+                promote_when=args.promote,
+                actor="cli",
+            )
+        except DetectionError as exc:
+            raise CommandError(str(exc)) from None
+    print(json.dumps(vars(result), indent=2, default=str))
+    return 0
+
+
+def cmd_score(settings: Settings, args: argparse.Namespace) -> int:
+    from fleet_analytics.detection import ModelCache, pending_counts, score_pending  # noqa: PLC0415
+
+    with database(settings) as dsn, Database(dsn) as db:
+        if args.status:
+            within, older = pending_counts(db, settings)
+            print(json.dumps({"pending_batches": within, "stale_unscored_batches": older}, indent=2))
+            return 0
+        cache = ModelCache()
+        runs = []
+        while True:  # until nothing is left (each run takes at most FLEET_SCORE_MAX_WINDOWS rows)
+            result = score_pending(db, settings, cache=cache)
+            runs.append(result.as_dict())
+            if result.batches == 0:
+                break
+    totals = {
+        key: sum(run[key] for run in runs)
+        for key in (
+            "batches",
+            "rows",
+            "windows",
+            "anomalous",
+            "alerts_new",
+            "alerts_merged",
+            "alerts_suppressed",
+        )
+    }
+    print(json.dumps({"model_id": runs[0]["model_id"], **totals, "note": runs[-1]["skipped"]}, indent=2))
+    return 0
+
+
+def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
+    from fleet_analytics.detection import DetectionError, promote, rollback  # noqa: PLC0415
+
+    with database(settings) as dsn, Database(dsn) as db:
+        try:
+            if args.action == "promote":
+                previous = promote(db, args.model_id, actor="cli", note=args.note)
+                print(
+                    f"model {args.model_id} is active (was: {previous if previous is not None else 'none'})"
+                )
+            elif args.action == "rollback":
+                active = rollback(db, actor="cli", note=args.note)
+                print(f"model {active} is active again")
+            else:
+                with db.transaction() as cur:
+                    cur.execute(load_sql("models_list"), {"limit": args.limit})
+                    names = [column.name for column in cur.description]
+                    listed: list[dict[str, Any]] = [
+                        {
+                            name: value.isoformat() if isinstance(value, datetime) else value
+                            for name, value in zip(names, row, strict=True)
+                        }
+                        for row in cur.fetchall()
+                    ]
+                for item in listed:
+                    validation: dict[str, Any] = item["validation"]
+                    item["validation"] = {k: v for k, v in validation.items() if k != "histogram"}
+                print(json.dumps({"models": listed}, indent=2, default=str))
+        except DetectionError as exc:
+            raise CommandError(str(exc)) from None
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m fleet_analytics",
@@ -228,6 +316,27 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("hosts", help="enrolled hosts and when each was last seen (JSON)")
     quarantine = commands.add_parser("quarantine", help="quarantined rows per filter")
     quarantine.add_argument("--since-hours", type=float, default=24.0)
+    train = commands.add_parser("train", help="train a model on recent flows now, and register it")
+    train.add_argument("--days", type=float, default=None, help="training period (FLEET_TRAINING_DAYS)")
+    train.add_argument("--detector", default=None, help="iforest, hbos, ecod, copod or ensemble")
+    train.add_argument("--contamination", type=float, default=None, help="(FLEET_CONTAMINATION)")
+    train.add_argument(
+        "--promote",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="auto: when no model is active or the held-out alert rate is within budget",
+    )
+    score = commands.add_parser("score", help="score the pending batches now with the active model")
+    score.add_argument("--status", action="store_true", help="only count the pending batches")
+    model_cmd = commands.add_parser("models", help="the model registry: list, promote, rollback")
+    model_actions = model_cmd.add_subparsers(dest="action", required=True, metavar="action")
+    listing = model_actions.add_parser("list", help="models, newest first (JSON)")
+    listing.add_argument("--limit", type=int, default=20)
+    promote_cmd = model_actions.add_parser("promote", help="make a model the active one")
+    promote_cmd.add_argument("model_id", type=int)
+    promote_cmd.add_argument("--note", default="")
+    rollback_cmd = model_actions.add_parser("rollback", help="return to the model active before")
+    rollback_cmd.add_argument("--note", default="")
     return parser
 
 
@@ -239,6 +348,9 @@ HANDLERS = {
     "maintain": cmd_maintain,
     "quarantine": cmd_quarantine,
     "hosts": cmd_hosts,
+    "train": cmd_train,
+    "score": cmd_score,
+    "models": cmd_models,
 }
 
 

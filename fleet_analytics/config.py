@@ -73,6 +73,23 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("secret_key", str, "", help="Flask session key (dashboard); empty: random per start"),
     Setting("tls_cert", str, "", help="PEM certificate (chain) for HTTPS; empty: plain HTTP"),
     Setting("tls_key", str, "", help="PEM private key of tls_cert"),
+    Setting("broker_url", str, "", help="Celery broker (redis://...); empty: an embedded Redis in data_dir"),
+    Setting("model_key", str, "", help="signs model artifacts (HMAC); empty: a key file in data_dir"),
+    Setting("detector", str, "iforest", help="detector for training: iforest, hbos, ecod, copod, ensemble"),
+    Setting("contamination", float, 0.0005, 1e-6, 0.2, "share of training windows above the threshold"),
+    Setting("training_days", float, 7.0, 0.05, 90.0, "length of the training period, ending now"),
+    Setting("training_folds", int, 7, 3, 60, "spans the training period is cut into (profile, fit, check)"),
+    Setting("retrain_hour", int, 2, 0, 23, "UTC hour of the nightly retraining (Celery beat)"),
+    Setting(
+        "auto_promote", bool, True, help="promote a retrained model whose check passes; else a candidate"
+    ),
+    Setting("score_interval_seconds", int, 60, 5, 3600, "catch-up scoring period (Celery beat)"),
+    Setting("score_lookback_hours", int, 48, 1, 24 * 30, "batches received this recently are scored"),
+    Setting("score_max_windows", int, 200_000, 1000, 10_000_000, "flow rows scored per task at most"),
+    Setting("beacon_lookback_seconds", int, 86400, 600, 7 * 86400, "history a beacon score looks at"),
+    Setting("alert_cooldown_seconds", int, 6 * 3600, 0, 30 * 86400, "a repeat within it joins the alert"),
+    Setting("alert_budget_per_host_day", int, 5, 0, 10_000, "new alerts per host and UTC day at most"),
+    Setting("alert_fanout_group", int, 8, 2, 100_000, "anomalous destinations making one fan-out alert"),
 )
 TRUE_WORDS: Final = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS: Final = frozenset({"0", "false", "no", "off"})
@@ -103,6 +120,21 @@ class Settings:
     secret_key: str
     tls_cert: str
     tls_key: str
+    broker_url: str
+    model_key: str
+    detector: str
+    contamination: float
+    training_days: float
+    training_folds: int
+    retrain_hour: int
+    auto_promote: bool
+    score_interval_seconds: int
+    score_lookback_hours: int
+    score_max_windows: int
+    beacon_lookback_seconds: int
+    alert_cooldown_seconds: int
+    alert_budget_per_host_day: int
+    alert_fanout_group: int
 
 
 def _parse(setting: Setting, value: Any, source: str) -> Any:
@@ -190,6 +222,13 @@ def validate(settings: Settings) -> None:
         path = getattr(settings, name)
         if path and not Path(path).is_file():
             raise ConfigError(f"FLEET_{name.upper()} {path} is not a readable file")
+    detectors = ("iforest", "hbos", "ecod", "copod", "ensemble")
+    if settings.detector not in detectors:
+        raise ConfigError(f"FLEET_DETECTOR is {settings.detector!r}: use one of {', '.join(detectors)}")
+    if settings.broker_url and not settings.broker_url.startswith(
+        ("redis://", "rediss://", "redis+socket://")
+    ):
+        raise ConfigError("FLEET_BROKER_URL must be a redis://, rediss:// or redis+socket:// URL (or empty)")
     if not settings.flows_query or any(ch in settings.flows_query for ch in "/ "):
         raise ConfigError(f"FLEET_FLOWS_QUERY {settings.flows_query!r} must be a bare query name")
 

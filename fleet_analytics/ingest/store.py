@@ -444,6 +444,8 @@ def _store(
                 "result_rows": outcome.result_rows,
                 "status_rows": outcome.status_rows,
                 "quarantined": outcome.quarantined,
+                "flow_window_min": min(flows.window_starts) if flows else None,
+                "flow_window_max": max(flows.window_starts) if flows else None,
             },
         )
         cur.execute(load_sql("host_touch_log"), {"host_id": host_id})

@@ -4,5 +4,7 @@ UPDATE ingest_batches SET
     flow_duplicates = %(flow_duplicates)s,
     result_rows = %(result_rows)s,
     status_rows = %(status_rows)s,
-    quarantined = %(quarantined)s
+    quarantined = %(quarantined)s,
+    flow_window_min = %(flow_window_min)s,
+    flow_window_max = %(flow_window_max)s
 WHERE id = %(batch_id)s;

@@ -1,0 +1,1 @@
+"""Detection: features, detectors, models, alerts and evaluation (pure functions over DataFrames)."""

@@ -1,0 +1,502 @@
+"""Feature vectors per flow window: pure, vectorised pandas over DataFrames, no database.
+
+The unit scored is a **flow window**: one host, one window, one application (the executable's sha256,
+or its path when the hash is unknown), one destination (protocol, remote address and port) and a
+direction. The endpoint's rows are finer (one per pid and local port); :func:`flow_windows` sums them.
+
+Every feature is oriented so that larger means more unusual, except where noted; the detector sees
+them all, and :mod:`fleet_analytics.analytics.explain` turns the largest surprises back into words.
+
+A :class:`Profile` is what the fleet looked like in the training period: how many hosts contacted each
+destination, each (application, destination) pair and each port, each application's usual volume,
+each host's usual hours and volume. It is fitted with the detector and stored in the same artifact,
+so scoring needs no history beyond the beaconing look-back (:func:`beacon_scores`).
+
+Feature list (:data:`FEATURES`):
+- ``log_bytes_sent``, ``log_bytes_received``: log1p of the payload bytes each way.
+- ``log_send_ratio``: log1p(sent) - log1p(received); signed (uploads positive).
+- ``log_connections``: log1p of the connections opened in the window.
+- ``fanout_addresses``, ``fanout_ports``: log1p of the distinct remote addresses and ports of the same
+  host and application in the window (scans and sweeps).
+- ``process_connections``: log1p of that host and application's connections in the window.
+- ``external``: 1 when the destination is outside the private, loopback, link-local and multicast
+  ranges (:func:`is_internal_address`), else 0.
+- ``destination_rarity``: log((H + 1) / (h + 1)), h hosts of H that contacted the address.
+- ``pair_rarity``: the same for the (application, address) pair.
+- ``port_rarity``: the same for (protocol, remote port).
+- ``process_rarity``: the same for the application (a new binary has the largest value).
+- ``new_for_host``: 1 when a known host never contacted the address in the profile (0 for new hosts).
+- ``hour_rarity``: how unusual this hour of day (UTC) is for the host; 0 at or above its average.
+- ``app_sent_deviation``, ``app_received_deviation``: robust z-scores of the bytes against the
+  application's fleet median (the fleet's for applications not in the profile); signed.
+- ``host_sent_deviation``: robust z-score of the host's total sent in the window against its usual.
+- ``beacon_score``: in [0, 1], how regular the pair's contacts are over the look-back (RITA's beacon
+  analysis: Bowley skew and median absolute deviation of the intervals and of the sizes, and the
+  number of contacts).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import pandas as pd
+
+FEATURES: Final = (
+    "log_bytes_sent",
+    "log_bytes_received",
+    "log_send_ratio",
+    "log_connections",
+    "fanout_addresses",
+    "fanout_ports",
+    "process_connections",
+    "external",
+    "destination_rarity",
+    "pair_rarity",
+    "port_rarity",
+    "process_rarity",
+    "new_for_host",
+    "hour_rarity",
+    "app_sent_deviation",
+    "app_received_deviation",
+    "host_sent_deviation",
+    "beacon_score",
+)
+# featurize's extra columns: figures the explanations quote, not seen by the detector
+CONTEXT: Final = (
+    "beacon_interval",
+    "beacon_contacts",
+    "fanout_address_count",
+    "fanout_port_count",
+    "process_connection_count",
+)
+# the columns a frame of flow rows must have (the vocabulary's, with `host` for the host's id)
+ROW_COLUMNS: Final = (
+    "host",
+    "window_start",
+    "window_seconds",
+    "process_name",
+    "process_path",
+    "process_sha256",
+    "username",
+    "protocol",
+    "direction",
+    "remote_address",
+    "remote_port",
+    "remote_hostname",
+    "bytes_sent",
+    "bytes_received",
+    "connections",
+    "first_seen",
+    "last_seen",
+)
+UNIT_KEYS: Final = (
+    "host",
+    "window_start",
+    "app",
+    "process_path",
+    "protocol",
+    "remote_address",
+    "remote_port",
+    "direction",
+)
+PAIR_KEYS: Final = ("host", "app", "remote_address")
+BEACON_MIN_INTERVALS: Final = 4  # fewer intervals than this: no beacon score (0)
+BEACON_FULL_INTERVALS: Final = 20  # the count term reaches 1 at this many intervals
+SCALE_FLOOR: Final = 0.5  # least robust scale (log units) for deviations: keeps tiny MADs from exploding
+
+
+class FeatureError(ValueError):
+    """The input frame cannot be featurised; the message names the missing or bad columns."""
+
+
+def app_key(process_sha256: pd.Series, process_path: pd.Series) -> pd.Series:
+    """The application a row belongs to: its executable's sha256, else its path, else ``"unknown"``."""
+    key = process_sha256.where(process_sha256 != "", process_path)
+    return key.where(key != "", "unknown")
+
+
+def check_rows(rows: pd.DataFrame) -> None:
+    missing = [column for column in ROW_COLUMNS if column not in rows.columns]
+    if missing:
+        raise FeatureError(
+            f"flow rows lack the columns {', '.join(missing)}: select every ROW_COLUMNS column"
+        )
+
+
+def flow_windows(rows: pd.DataFrame, *, carry: Sequence[str] = ()) -> pd.DataFrame:
+    """Sum the endpoint's rows into flow windows (:data:`UNIT_KEYS`), one row each.
+
+    ``carry`` names extra columns kept per window (their maximum: labels in evaluations).
+    """
+    check_rows(rows)
+    frame = rows.assign(app=app_key(rows["process_sha256"], rows["process_path"]))
+    aggregations: dict[str, tuple[str, str]] = {
+        "window_seconds": ("window_seconds", "max"),
+        "process_name": ("process_name", "first"),
+        "process_sha256": ("process_sha256", "first"),
+        "username": ("username", "first"),
+        "remote_hostname": ("remote_hostname", "max"),
+        "bytes_sent": ("bytes_sent", "sum"),
+        "bytes_received": ("bytes_received", "sum"),
+        "connections": ("connections", "sum"),
+        "first_seen": ("first_seen", "min"),
+        "last_seen": ("last_seen", "max"),
+        "rows": ("bytes_sent", "size"),
+    }
+    for column in carry:
+        aggregations[column] = (column, "max")
+    windows = frame.groupby(list(UNIT_KEYS), sort=False, observed=True).agg(**aggregations).reset_index()
+    for column in ("bytes_sent", "bytes_received", "connections", "first_seen", "last_seen", "rows"):
+        windows[column] = windows[column].astype("int64")
+    return windows
+
+
+INTERNAL_NETWORKS: Final = tuple(
+    ipaddress.ip_network(network)
+    for network in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "0.0.0.0/8",
+        "224.0.0.0/4",
+        "255.255.255.255/32",
+        "fc00::/7",
+        "fe80::/10",
+        "ff00::/8",
+        "::1/128",
+        "::/128",
+    )
+)
+
+
+def is_internal_address(text: str) -> bool:
+    """Private (RFC 1918, CGNAT, ULA), loopback, link-local, multicast or unspecified; IPv4-mapped
+    IPv6 addresses are judged by their IPv4 address. Anything unparsable counts as internal."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return True
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in INTERNAL_NETWORKS if network.version == address.version)
+
+
+def is_external(addresses: pd.Series) -> pd.Series:
+    """1.0 for an external destination (see :func:`is_internal_address`), else 0.0; one check per
+    distinct address."""
+    unique = pd.unique(addresses.to_numpy())
+    flags = pd.Series(
+        [0 if is_internal_address(str(text)) else 1 for text in unique], index=unique, dtype="int8"
+    )
+    return addresses.map(flags).astype("float64")
+
+
+def _rarity(hosts: int, seen: pd.Series) -> pd.Series:
+    return np.log((hosts + 1.0) / (seen.astype("float64") + 1.0))
+
+
+def _count_lookup(table: pd.Series, keys: list[pd.Series]) -> pd.Series:
+    """table's value for each row's key (0 where absent); table has a (Multi)Index of the same arity."""
+    if len(keys) == 1:
+        index: pd.Index = pd.Index(keys[0])
+    else:
+        index = pd.MultiIndex.from_arrays(keys)
+    positions = table.index.get_indexer(index)
+    values = np.where(positions >= 0, table.to_numpy()[positions], 0)
+    return pd.Series(values, index=keys[0].index, dtype="float64")
+
+
+def _robust(values: pd.Series) -> tuple[float, float]:
+    median = float(values.median()) if len(values) else 0.0
+    mad = float((values - median).abs().median()) if len(values) else 0.0
+    return median, max(1.4826 * mad, SCALE_FLOOR)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The fleet in the training period (see the module docstring)."""
+
+    hosts: int
+    destination_hosts: pd.Series  # remote_address -> hosts
+    pair_hosts: pd.Series  # (app, remote_address) -> hosts
+    port_hosts: pd.Series  # (protocol, remote_port) -> hosts
+    app_hosts: pd.Series  # app -> hosts
+    host_destinations: pd.Series  # (host, remote_address) -> windows (presence is what counts)
+    app_volume: pd.DataFrame  # app -> sent_median, sent_scale, received_median, received_scale
+    fleet_volume: tuple[float, float, float, float]  # the same over every window
+    host_hours: pd.Series  # (host, hour) -> share of the host's windows x 24 (1 = average)
+    host_volume: pd.DataFrame  # host -> sent_median, sent_scale (of the host's per-window total)
+    known_hosts: frozenset[object]
+    window_start_min: int
+    window_start_max: int
+    windows: int
+
+    def app_median_bytes(self, app: str, column: str) -> float:
+        """The application's (or the fleet's) median bytes per window, ``column`` sent or received."""
+        if app in self.app_volume.index:
+            median = float(self.app_volume.at[app, f"{column}_median"])
+        else:
+            median = self.fleet_volume[0 if column == "sent" else 2]
+        return float(np.expm1(median))
+
+
+def _distinct_hosts(windows: pd.DataFrame, keys: list[str]) -> pd.Series:
+    return windows.groupby(keys, sort=False, observed=True)["host"].nunique()
+
+
+def fit_profile(windows: pd.DataFrame) -> Profile:
+    """The profile of a training period's flow windows (from :func:`flow_windows`)."""
+    if windows.empty:
+        raise FeatureError("no flow windows to learn a profile from: train on a period with traffic")
+    log_sent = np.log1p(windows["bytes_sent"].astype("float64"))
+    log_received = np.log1p(windows["bytes_received"].astype("float64"))
+    volumes = pd.DataFrame({"app": windows["app"], "sent": log_sent, "received": log_received})
+    by_app = volumes.groupby("app", sort=False)
+    sent_median = by_app["sent"].median()
+    received_median = by_app["received"].median()
+    app_volume = pd.DataFrame(
+        {
+            "sent_median": sent_median,
+            "sent_scale": (volumes["sent"] - volumes["app"].map(sent_median))
+            .abs()
+            .groupby(volumes["app"])
+            .median()
+            .mul(1.4826)
+            .clip(lower=SCALE_FLOOR),
+            "received_median": received_median,
+            "received_scale": (volumes["received"] - volumes["app"].map(received_median))
+            .abs()
+            .groupby(volumes["app"])
+            .median()
+            .mul(1.4826)
+            .clip(lower=SCALE_FLOOR),
+        }
+    )
+    fleet_sent = _robust(log_sent)
+    fleet_received = _robust(log_received)
+    hour = (windows["window_start"] // 3600) % 24
+    per_host_hour = windows.groupby([windows["host"], hour.rename("hour")], sort=False).size()
+    host_totals = per_host_hour.groupby(level=0).transform("sum")
+    host_hours = per_host_hour / host_totals * 24.0
+    host_window_sent = np.log1p(
+        windows.groupby(["host", "window_start"], sort=False)["bytes_sent"].sum().astype("float64")
+    )
+    host_sent_median = host_window_sent.groupby(level=0).median()
+    host_sent_scale = (
+        (host_window_sent - host_window_sent.index.get_level_values(0).map(host_sent_median).to_numpy())
+        .abs()
+        .groupby(level=0)
+        .median()
+        .mul(1.4826)
+        .clip(lower=SCALE_FLOOR)
+    )
+    return Profile(
+        hosts=int(windows["host"].nunique()),
+        destination_hosts=_distinct_hosts(windows, ["remote_address"]),
+        pair_hosts=_distinct_hosts(windows, ["app", "remote_address"]),
+        port_hosts=_distinct_hosts(windows, ["protocol", "remote_port"]),
+        app_hosts=_distinct_hosts(windows, ["app"]),
+        host_destinations=windows.groupby(["host", "remote_address"], sort=False).size(),
+        app_volume=app_volume,
+        fleet_volume=(fleet_sent[0], fleet_sent[1], fleet_received[0], fleet_received[1]),
+        host_hours=host_hours,
+        host_volume=pd.DataFrame({"sent_median": host_sent_median, "sent_scale": host_sent_scale}),
+        known_hosts=frozenset(windows["host"].unique().tolist()),
+        window_start_min=int(windows["window_start"].min()),
+        window_start_max=int(windows["window_start"].max()),
+        windows=len(windows),
+    )
+
+
+def _bowley(q1: pd.Series, q2: pd.Series, q3: pd.Series) -> pd.Series:
+    spread = q3 - q1
+    skew = (q1 + q3 - 2.0 * q2) / spread.where(spread > 0, np.nan)
+    return skew.fillna(0.0).abs().clip(upper=1.0)
+
+
+def beacon_scores(contacts: pd.DataFrame) -> pd.DataFrame:
+    """Beacon scores per (host, app, remote_address) pair from its flow windows over the look-back.
+
+    ``contacts`` has the pair keys, ``first_seen`` (epoch s) and ``bytes`` (both ways) per window.
+    Returns one row per pair (index: the pair keys) with ``beacon_score`` in [0, 1], the median
+    ``beacon_interval`` (s) and ``beacon_contacts``. After RITA: the score is the mean of a timing
+    score and a size score. Timing: the tightness of the intervals (1 - 2 x their MAD / median,
+    floored at 0) times the mean of their symmetry (1 - |Bowley skew|) and their number (up to
+    :data:`BEACON_FULL_INTERVALS`). Size: the tightness of the sizes (1 - MAD / median) times the mean
+    of their symmetry and their smallness (1 - median / 64 KiB). RITA adds these terms; multiplying
+    by tightness keeps a random process with symmetric intervals from scoring half. Pairs with fewer
+    than :data:`BEACON_MIN_INTERVALS` intervals score 0.
+    """
+    keys = list(PAIR_KEYS)
+    ordered = contacts.sort_values([*keys, "first_seen"], kind="stable")
+    same_pair = np.ones(len(ordered), dtype=bool)
+    for key in keys:
+        column = ordered[key].to_numpy()
+        same_pair[1:] &= column[1:] == column[:-1]
+    same_pair[0] = False
+    interval = ordered["first_seen"].diff().where(same_pair)
+    frame = pd.DataFrame(
+        {
+            **{key: ordered[key].to_numpy() for key in keys},
+            "interval": interval.to_numpy(dtype="float64"),
+            "size": ordered["bytes"].to_numpy(dtype="float64"),
+        }
+    )
+    grouped = frame.groupby(keys, sort=False)
+    intervals = grouped["interval"]
+    sizes = grouped["size"]
+    count = intervals.count()
+    iq = intervals.quantile([0.25, 0.5, 0.75]).unstack()
+    sq = sizes.quantile([0.25, 0.5, 0.75]).unstack()
+    interval_median = frame[keys].merge(
+        iq[[0.5]].rename(columns={0.5: "m"}), left_on=keys, right_index=True, how="left"
+    )["m"]
+    size_median = frame[keys].merge(
+        sq[[0.5]].rename(columns={0.5: "m"}), left_on=keys, right_index=True, how="left"
+    )["m"]
+    frame["interval_dev"] = (frame["interval"] - interval_median.to_numpy()).abs()
+    frame["size_dev"] = (frame["size"] - size_median.to_numpy()).abs()
+    grouped = frame.groupby(keys, sort=False)
+    interval_mad = grouped["interval_dev"].median()
+    size_mad = grouped["size_dev"].median()
+    interval_mid = iq[0.5].clip(lower=1.0)
+    size_mid = sq[0.5].clip(lower=1.0)
+    # dispersion gates each half: a random process can have symmetric intervals (low skew) and still
+    # be no beacon, so the skew and count terms only count as far as the intervals are tight
+    timing = (
+        (1.0 - (2.0 * interval_mad / interval_mid).clip(upper=1.0))
+        * ((1.0 - _bowley(iq[0.25], iq[0.5], iq[0.75])) + (count / BEACON_FULL_INTERVALS).clip(upper=1.0))
+        / 2.0
+    )
+    sizing = (
+        (1.0 - (size_mad / size_mid).clip(upper=1.0))
+        * ((1.0 - _bowley(sq[0.25], sq[0.5], sq[0.75])) + (1.0 - (sq[0.5] / 65535.0).clip(upper=1.0)))
+        / 2.0
+    )
+    score = ((timing + sizing) / 2.0).where(count >= BEACON_MIN_INTERVALS, 0.0).fillna(0.0)
+    return pd.DataFrame(
+        {
+            "beacon_score": score.astype("float64"),
+            "beacon_interval": iq[0.5].fillna(0.0),
+            "beacon_contacts": (count + 1).astype("int64"),
+        }
+    )
+
+
+def contacts_of(windows: pd.DataFrame) -> pd.DataFrame:
+    """The (pair, first_seen, bytes) frame :func:`beacon_scores` reads, from flow windows."""
+    return pd.DataFrame(
+        {
+            "host": windows["host"],
+            "app": windows["app"],
+            "remote_address": windows["remote_address"],
+            "first_seen": windows["first_seen"],
+            "bytes": windows["bytes_sent"] + windows["bytes_received"],
+        }
+    )
+
+
+def featurize(
+    windows: pd.DataFrame, profile: Profile, *, history: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """The feature matrix (columns :data:`FEATURES`, then the :data:`CONTEXT` columns explanations
+    quote; float64, the index of ``windows``).
+
+    ``windows`` are flow windows (:func:`flow_windows`); ``history`` holds earlier flow windows of the
+    same pairs for the beaconing look-back (``None``: the windows alone).
+    """
+    if windows.empty:
+        return pd.DataFrame({name: pd.Series(dtype="float64") for name in (*FEATURES, *CONTEXT)})
+    hosts = profile.hosts
+    sent = windows["bytes_sent"].astype("float64")
+    received = windows["bytes_received"].astype("float64")
+    log_sent = np.log1p(sent)
+    log_received = np.log1p(received)
+    group = [windows["host"], windows["app"], windows["window_start"]]
+    fanout_addresses = windows.groupby(group, sort=False)["remote_address"].transform("nunique")
+    fanout_ports = windows.groupby(group, sort=False)["remote_port"].transform("nunique")
+    process_connections = windows.groupby(group, sort=False)["connections"].transform("sum")
+
+    known = windows["host"].isin(profile.known_hosts).to_numpy()
+    seen_by_host = _count_lookup(profile.host_destinations, [windows["host"], windows["remote_address"]])
+    new_for_host = np.where(known & (seen_by_host.to_numpy() == 0), 1.0, 0.0)
+    hour = (windows["window_start"] // 3600) % 24
+    hour_share = _count_lookup(profile.host_hours, [windows["host"], hour])
+    hour_rarity = np.where(known, np.log(1.01 / (hour_share.to_numpy() + 0.01)).clip(min=0.0), 0.0)
+
+    app_index = profile.app_volume.index.get_indexer(pd.Index(windows["app"]))
+    in_profile = app_index >= 0
+    sent_median_fleet, sent_scale_fleet, received_median_fleet, received_scale_fleet = profile.fleet_volume
+
+    def per_app(column: str, fallback: float) -> np.ndarray:
+        values = profile.app_volume[column].to_numpy()
+        return np.where(in_profile, values[np.where(in_profile, app_index, 0)], fallback)
+
+    app_sent_deviation = (log_sent.to_numpy() - per_app("sent_median", sent_median_fleet)) / per_app(
+        "sent_scale", sent_scale_fleet
+    )
+    app_received_deviation = (
+        log_received.to_numpy() - per_app("received_median", received_median_fleet)
+    ) / per_app("received_scale", received_scale_fleet)
+
+    host_window_sent = np.log1p(
+        windows.groupby([windows["host"], windows["window_start"]], sort=False)["bytes_sent"]
+        .transform("sum")
+        .astype("float64")
+    )
+    host_index = profile.host_volume.index.get_indexer(pd.Index(windows["host"]))
+    host_known = host_index >= 0
+    safe_host = np.where(host_known, host_index, 0)
+    host_median = profile.host_volume["sent_median"].to_numpy()[safe_host]
+    host_scale = profile.host_volume["sent_scale"].to_numpy()[safe_host]
+    host_sent_deviation = np.where(host_known, (host_window_sent.to_numpy() - host_median) / host_scale, 0.0)
+
+    contacts = contacts_of(windows)
+    if history is not None and not history.empty:
+        contacts = pd.concat([contacts_of(history), contacts], ignore_index=True)
+    beacons = beacon_scores(contacts)
+    beacon = windows[list(PAIR_KEYS)].merge(beacons, left_on=list(PAIR_KEYS), right_index=True, how="left")
+
+    features = pd.DataFrame(
+        {
+            "log_bytes_sent": log_sent,
+            "log_bytes_received": log_received,
+            "log_send_ratio": log_sent - log_received,
+            "log_connections": np.log1p(windows["connections"].astype("float64")),
+            "fanout_addresses": np.log1p(fanout_addresses.astype("float64")),
+            "fanout_ports": np.log1p(fanout_ports.astype("float64")),
+            "process_connections": np.log1p(process_connections.astype("float64")),
+            "external": is_external(windows["remote_address"]),
+            "destination_rarity": _rarity(
+                hosts, _count_lookup(profile.destination_hosts, [windows["remote_address"]])
+            ),
+            "pair_rarity": _rarity(
+                hosts, _count_lookup(profile.pair_hosts, [windows["app"], windows["remote_address"]])
+            ),
+            "port_rarity": _rarity(
+                hosts, _count_lookup(profile.port_hosts, [windows["protocol"], windows["remote_port"]])
+            ),
+            "process_rarity": _rarity(hosts, _count_lookup(profile.app_hosts, [windows["app"]])),
+            "new_for_host": new_for_host,
+            "hour_rarity": hour_rarity,
+            "app_sent_deviation": app_sent_deviation,
+            "app_received_deviation": app_received_deviation,
+            "host_sent_deviation": host_sent_deviation,
+            "beacon_score": beacon["beacon_score"].fillna(0.0).to_numpy(),
+            # context for explanations, not features
+            "beacon_interval": beacon["beacon_interval"].fillna(0.0).to_numpy(),
+            "beacon_contacts": beacon["beacon_contacts"].fillna(0).to_numpy(),
+            "fanout_address_count": fanout_addresses.to_numpy(),
+            "fanout_port_count": fanout_ports.to_numpy(),
+            "process_connection_count": process_connections.to_numpy(),
+        },
+        index=windows.index,
+    )
+    return features.astype("float64")

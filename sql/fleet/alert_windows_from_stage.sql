@@ -1,0 +1,1 @@
+INSERT INTO alert_windows SELECT * FROM alert_windows_stage ON CONFLICT DO NOTHING

@@ -1,0 +1,1 @@
+UPDATE models SET status = 'active' WHERE id = %(model_id)s

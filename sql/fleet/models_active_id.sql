@@ -1,0 +1,1 @@
+SELECT id FROM models WHERE status = 'active'

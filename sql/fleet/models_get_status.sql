@@ -1,0 +1,1 @@
+SELECT status FROM models WHERE id = %(model_id)s

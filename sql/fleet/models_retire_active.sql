@@ -1,0 +1,1 @@
+UPDATE models SET status = 'retired' WHERE status = 'active' RETURNING id

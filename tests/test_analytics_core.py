@@ -1,0 +1,356 @@
+"""The pure detection core: features, detectors, models, explanations and alert decisions, on frames
+built here (no database)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyod.models.copod import COPOD
+from pyod.models.ecod import ECOD
+from pyod.utils.data import generate_data
+from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
+
+from fleet_analytics.analytics import model as models
+from fleet_analytics.analytics.alerts import AlertPolicy, RecentAlert, draft_alerts, triage_drafts
+from fleet_analytics.analytics.detectors import DETECTORS, DetectorError, make_detector
+from fleet_analytics.analytics.explain import explain, human_bytes
+from fleet_analytics.analytics.features import (
+    CONTEXT,
+    FEATURES,
+    ROW_COLUMNS,
+    FeatureError,
+    beacon_scores,
+    featurize,
+    fit_profile,
+    flow_windows,
+)
+
+DAY = 86400
+START = 1_790_000_000 // DAY * DAY
+
+
+def rows(records: list[dict[str, object]]) -> pd.DataFrame:
+    base: dict[str, object] = {
+        "host": 1,
+        "window_start": START,
+        "window_seconds": 60,
+        "process_name": "firefox",
+        "process_path": "/usr/lib/firefox/firefox",
+        "process_sha256": "aa" * 32,
+        "username": "alice",
+        "protocol": "tcp",
+        "direction": "outbound",
+        "remote_address": "93.184.216.34",
+        "remote_port": 443,
+        "remote_hostname": "example.com",
+        "bytes_sent": 1000,
+        "bytes_received": 50_000,
+        "connections": 1,
+        "first_seen": START + 1,
+        "last_seen": START + 30,
+    }
+    frame = pd.DataFrame([{**base, **record} for record in records])
+    return frame[list(ROW_COLUMNS)]
+
+
+def fleet(hosts: int = 12, days: int = 3, seed: int = 3) -> pd.DataFrame:
+    """A small regular fleet: every host browses a shared pool, resolves DNS, syncs every 5 minutes."""
+    rng = np.random.default_rng(seed)
+    windows = np.arange(START, START + days * DAY, 300)
+    pool = [f"151.101.{i}.{j}" for i in range(4) for j in range(1, 11)]
+    parts = []
+    for host in range(1, hosts + 1):
+        count = len(windows)
+        browse = pd.DataFrame(
+            {
+                "host": host,
+                "window_start": windows,
+                "process_name": "firefox",
+                "process_path": "/usr/lib/firefox/firefox",
+                "process_sha256": "aa" * 32,
+                "protocol": "tcp",
+                "remote_address": rng.choice(pool, size=count),
+                "remote_port": 443,
+                "bytes_sent": rng.integers(500, 5000, size=count),
+                "bytes_received": rng.integers(20_000, 400_000, size=count),
+            }
+        )
+        dns = pd.DataFrame(
+            {
+                "host": host,
+                "window_start": windows,
+                "process_name": "systemd-resolved",
+                "process_path": "/usr/lib/systemd/systemd-resolved",
+                "process_sha256": "bb" * 32,
+                "protocol": "udp",
+                "remote_address": "10.0.0.53",
+                "remote_port": 53,
+                "bytes_sent": rng.integers(60, 400, size=count),
+                "bytes_received": rng.integers(100, 900, size=count),
+            }
+        )
+        sync = pd.DataFrame(
+            {
+                "host": host,
+                "window_start": windows,
+                "process_name": "rclone",
+                "process_path": "/usr/bin/rclone",
+                "process_sha256": "cc" * 32,
+                "protocol": "tcp",
+                "remote_address": "52.1.1.1",
+                "remote_port": 443,
+                "bytes_sent": rng.integers(2000, 3000, size=count),
+                "bytes_received": rng.integers(1000, 1500, size=count),
+            }
+        )
+        parts.extend([browse, dns, sync])
+    frame = pd.concat(parts, ignore_index=True)
+    frame["window_seconds"] = 60
+    frame["username"] = "user"
+    frame["direction"] = "outbound"
+    frame["remote_hostname"] = ""
+    frame["connections"] = 1
+    frame["first_seen"] = frame["window_start"] + rng.integers(0, 60, size=len(frame))
+    frame["last_seen"] = frame["first_seen"]
+    return frame[list(ROW_COLUMNS)]
+
+
+def test_flow_windows_sum_rows_of_one_destination() -> None:
+    frame = rows(
+        [
+            {"bytes_sent": 100, "bytes_received": 10, "first_seen": START + 5, "last_seen": START + 9},
+            {"bytes_sent": 200, "bytes_received": 20, "first_seen": START + 2, "last_seen": START + 40},
+            {"remote_port": 80, "bytes_sent": 7},
+            {"process_sha256": "", "process_path": "/tmp/x", "bytes_sent": 1},
+        ]
+    )
+    windows = flow_windows(frame)
+    assert len(windows) == 3
+    pair = windows[(windows["remote_port"] == 443) & (windows["app"] == "aa" * 32)].iloc[0]
+    assert (pair["bytes_sent"], pair["bytes_received"], pair["rows"]) == (300, 30, 2)
+    assert (pair["first_seen"], pair["last_seen"]) == (START + 2, START + 40)
+    assert set(windows["app"]) == {"aa" * 32, "/tmp/x"}
+
+
+def test_missing_columns_are_named() -> None:
+    with pytest.raises(FeatureError, match="bytes_sent"):
+        flow_windows(rows([{}]).drop(columns=["bytes_sent"]))
+
+
+def test_profile_rarity_and_host_novelty() -> None:
+    train = flow_windows(fleet(hosts=10, days=1))
+    profile = fit_profile(train)
+    assert profile.hosts == 10
+    probe = flow_windows(
+        rows(
+            [
+                {"host": 1, "remote_address": "151.101.0.1"},  # shared pool, every host
+                {"host": 1, "remote_address": "203.0.113.77"},  # never seen
+                {"host": 99, "remote_address": "203.0.113.77"},  # new host: no host history
+            ]
+        )
+    )
+    features = featurize(probe, profile)
+    assert list(features.columns) == [*FEATURES, *CONTEXT]
+    assert not features.isna().any().any()
+    common, new, new_host = features.itertuples(index=False)
+    assert common.destination_rarity == pytest.approx(0.0, abs=0.1)
+    assert new.destination_rarity == pytest.approx(math.log(11))
+    assert new.new_for_host == 1.0 and common.new_for_host == 0.0
+    assert new_host.new_for_host == 0.0  # unknown host: neutral, not "everything is new"
+    assert new.external == 1.0
+
+
+def test_fanout_counts_distinct_destinations_per_process_window() -> None:
+    scan = rows(
+        [{"remote_address": f"10.20.0.{i}", "remote_port": 445, "bytes_sent": 60} for i in range(1, 41)]
+    )
+    features = featurize(flow_windows(scan), fit_profile(flow_windows(fleet(days=1))))
+    assert (features["fanout_address_count"] == 40).all()
+    assert features["fanout_addresses"].iloc[0] == pytest.approx(math.log1p(40))
+    assert (features["external"] == 0).all()
+
+
+def beacon_frame(times: np.ndarray, sizes: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"host": 1, "app": "x", "remote_address": "198.51.100.1", "first_seen": times, "bytes": sizes}
+    )
+
+
+def test_beacon_score_regular_versus_random() -> None:
+    rng = np.random.default_rng(0)
+    regular = np.cumsum(rng.uniform(108, 132, size=60)).astype(int)  # 120 s, +-10 % jitter
+    beacon = beacon_scores(beacon_frame(regular, rng.integers(300, 320, size=60)))
+    irregular = np.cumsum(rng.exponential(120, size=60)).astype(int)
+    noise = beacon_scores(beacon_frame(irregular, rng.integers(100, 90_000, size=60)))
+    few = beacon_scores(beacon_frame(regular[:4], np.full(4, 300)))
+    assert beacon["beacon_score"].iloc[0] > 0.8
+    assert beacon["beacon_interval"].iloc[0] == pytest.approx(120, abs=6)
+    assert noise["beacon_score"].iloc[0] < 0.55
+    assert few["beacon_score"].iloc[0] == 0.0  # 3 intervals: too few to say
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_detectors_rank_outliers_first(name: str) -> None:
+    X_train, X_test, _y_train, y_test = generate_data(
+        n_train=1000, n_test=500, n_features=6, contamination=0.1, random_state=7
+    )
+    detector = make_detector(name, contamination=0.1).fit(X_train)
+    scores = detector.decision_function(X_test)
+    assert roc_auc_score(y_test, scores) >= 0.9  # as PyOD's own tests assert on generated data
+    assert detector.threshold_ == pytest.approx(np.quantile(detector.decision_scores_, 0.9))
+    # a row's score does not depend on what it is scored with
+    alone = np.array([detector.decision_function(X_test[i : i + 1])[0] for i in range(5)])
+    assert np.allclose(alone, scores[:5])
+    assert detector.predict(X_test).mean() == pytest.approx((scores > detector.threshold_).mean())
+
+
+@pytest.mark.parametrize(("name", "reference"), [("ecod", ECOD), ("copod", COPOD)])
+def test_frozen_tail_detectors_rank_as_pyod_does(name: str, reference: type) -> None:
+    X_train, _x, _y, _yt = generate_data(
+        n_train=2000, n_test=10, n_features=8, contamination=0.1, random_state=3
+    )
+    ours = make_detector(name, contamination=0.1).fit(X_train)
+    theirs = reference().fit(X_train)
+    assert spearmanr(ours.decision_scores_, theirs.decision_scores_).statistic > 0.999
+
+
+def test_detector_errors_say_what_is_accepted() -> None:
+    with pytest.raises(DetectorError, match="choose one of"):
+        make_detector("lof", contamination=0.1)
+    with pytest.raises(DetectorError, match="contamination"):
+        make_detector("iforest", contamination=0.7)
+    with pytest.raises(DetectorError, match="NaN"):
+        make_detector("hbos", contamination=0.1).fit(np.array([[1.0, np.nan]] * 20))
+    with pytest.raises(DetectorError, match="at least 10"):
+        make_detector("iforest", contamination=0.1).fit(np.ones((3, 2)))
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[models.Model, pd.DataFrame]:
+    windows = flow_windows(fleet(hosts=12, days=3))
+    return models.train(windows, contamination=0.01, folds=3), windows
+
+
+def test_training_is_out_of_sample_and_reports_validation(trained: tuple[models.Model, pd.DataFrame]) -> None:
+    model, windows = trained
+    assert model.training["windows"] == len(windows)
+    assert 0 < model.training["fitted_windows"] < len(windows)
+    validation = model.validation
+    assert validation["windows"] > 0 and validation["host_days"] == pytest.approx(12, rel=0.05)
+    assert sum(validation["histogram"]["counts"]) > 0
+    # held out, the alert rate is near the contamination asked for, not zero and not wild
+    assert validation["above_threshold"] <= 0.05 * validation["windows"]
+
+
+def test_exfiltration_scores_above_threshold_and_is_explained(
+    trained: tuple[models.Model, pd.DataFrame],
+) -> None:
+    model, _ = trained
+    attack = rows(
+        [
+            {
+                "host": 3,
+                "window_start": START + 3 * DAY,
+                "process_name": "rclone",
+                "process_path": "/usr/bin/rclone",
+                "process_sha256": "cc" * 32,
+                "remote_address": "203.0.113.9",
+                "remote_hostname": "",
+                "bytes_sent": 48_000_000,
+                "bytes_received": 20_000,
+            }
+        ]
+    )
+    normal = flow_windows(fleet(hosts=12, days=1, seed=11)).assign(
+        window_start=lambda f: f["window_start"] + 3 * DAY
+    )
+    scored = model.score(pd.concat([normal, flow_windows(attack)], ignore_index=True))
+    top = scored.loc[scored["score"].idxmax()]
+    assert top["remote_address"] == "203.0.113.9" and bool(top["anomalous"])
+    assert scored["anomalous"].mean() < 0.05
+    surprise = model.surprise(scored.loc[[top.name]]).iloc[0].to_dict()
+    sentence, reasons = explain(top.to_dict(), surprise, model.profile)
+    assert "sent 48.0 MB" in sentence
+    assert "this application's fleet median" in sentence
+    assert "never seen before on any of 12 hosts" in sentence
+    assert reasons[0].surprise >= reasons[-1].surprise
+
+
+def test_artifact_round_trip_and_refusals(trained: tuple[models.Model, pd.DataFrame]) -> None:
+    model, windows = trained
+    artifact = models.dumps(model)
+    sha, signature = models.sign(artifact, b"k" * 32)
+    loaded = models.loads(artifact, sha256=sha, signature=signature, key=b"k" * 32)
+    sample = windows.head(200)
+    assert np.allclose(loaded.score(sample)["score"], model.score(sample)["score"])
+    tampered = artifact[:-1] + bytes([artifact[-1] ^ 1])
+    with pytest.raises(models.ModelIntegrityError, match="sha256"):
+        models.loads(tampered, sha256=sha, signature=signature, key=b"k" * 32)
+    forged_sha, forged_signature = models.sign(tampered, b"attacker-key" * 3)
+    with pytest.raises(models.ModelIntegrityError, match="signature"):
+        models.loads(tampered, sha256=forged_sha, signature=forged_signature, key=b"k" * 32)
+
+
+def test_known_normal_windows_lower_their_scores() -> None:
+    windows = flow_windows(fleet(hosts=12, days=3))
+    odd = windows.index[(windows["app"] == "cc" * 32) & (windows["host"] == 2)][::10]
+    windows.loc[odd, "bytes_sent"] = 30_000_000  # an unusual but judged-normal backup pattern
+    plain = models.train(windows, contamination=0.01, folds=3)
+    judged = models.train(windows, contamination=0.01, folds=3, known_normal=windows.loc[odd])
+    probe = windows.loc[odd[-5:]]
+    assert judged.score(probe)["score"].mean() < plain.score(probe)["score"].mean()
+
+
+def test_severity_grows_with_the_score(trained: tuple[models.Model, pd.DataFrame]) -> None:
+    model, _ = trained
+    top = model.training["score_max"]
+    gap = top - model.threshold
+    levels = model.severity([model.threshold + 0.1 * gap, top, top + 2.5 * gap])
+    assert list(levels) == ["low", "high", "critical"]
+
+
+def test_alert_grouping_dedup_and_budget(trained: tuple[models.Model, pd.DataFrame]) -> None:
+    model, _ = trained
+    when = START + 3 * DAY
+    scanner = {"host": 5, "window_start": when, "process_name": "nc", "process_path": "/tmp/nc"}
+    sweep = rows(
+        [
+            {**scanner, "process_sha256": "", "remote_address": f"10.20.1.{i}", "remote_port": 445,
+             "bytes_sent": 80, "bytes_received": 0}
+            for i in range(1, 30)
+        ]
+        + [
+            {"host": 6, "window_start": when + 60 * k, "process_sha256": "dd" * 32,
+             "process_path": f"/tmp/x{k}", "remote_address": f"198.51.100.{k}", "bytes_sent": 40_000_000 + k}
+            for k in range(1, 8)
+        ]
+    )  # fmt: skip
+    scored = model.score(flow_windows(sweep))
+    scored["anomalous"] = True  # decide on every window here: the grouping is what is tested
+    drafts = draft_alerts(scored, model, AlertPolicy(fanout_group=8))
+    by_host = {host: [d for d in drafts if d.host == host] for host in (5, 6)}
+    assert len(by_host[5]) == 1 and by_host[5][0].destinations == 29 and by_host[5][0].remote_address is None
+    assert "reached 29 destinations" in by_host[5][0].explanation
+    assert len(by_host[6]) == 7  # different executables and destinations: one alert each
+    policy = AlertPolicy(budget_per_host_day=3, cooldown_seconds=3600)
+    recent = [RecentAlert(41, 5, by_host[5][0].dedup_key, when - 600)]
+    outcome = triage_drafts(drafts, recent, {(6, when // DAY): 1}, policy)
+    assert [alert_id for alert_id, _ in outcome.merged] == [41]
+    assert len(outcome.new) == 2 and len(outcome.suppressed) == 5  # host 6 had 1 of 3 already
+    assert min(d.score for d in outcome.new) >= max(d.score for d in outcome.suppressed)
+    later = triage_drafts(drafts, [RecentAlert(41, 5, by_host[5][0].dedup_key, when - 7200)], {}, policy)
+    assert not later.merged  # past the cooldown: a new alert
+
+
+def test_human_bytes() -> None:
+    assert [human_bytes(n) for n in (512, 48_000_000, 1_250, 3e12)] == [
+        "512 B",
+        "48.0 MB",
+        "1.2 KB",
+        "3.0 TB",
+    ]
