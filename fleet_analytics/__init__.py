@@ -25,6 +25,7 @@ from fleet_analytics.ingest.protocol import RequestError
 from fleet_analytics.ingest.store import make_secret_active
 from fleet_analytics.packs import shipped_packs
 from fleet_analytics.services import Services
+from fleet_analytics.tasks.queue import TaskQueue
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +47,16 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         atexit.register(embedded.stop)
         migrate(dsn)
     db = Database(dsn, pool_max=settings.pool_max, statement_timeout_ms=settings.statement_timeout_ms)
-    fleet = Services(settings=settings, db=db, shipped_packs=packs, embedded=embedded)
+    queue = TaskQueue(settings) if settings.score_on_ingest else None
+    fleet = Services(settings=settings, db=db, shipped_packs=packs, embedded=embedded, queue=queue)
     app.extensions["fleet"] = fleet
     apply_enroll_secret(fleet.db, settings)
 
+    from fleet_analytics.api import bp as api_bp  # noqa: PLC0415
     from fleet_analytics.ingest.views import bp as osquery_bp  # noqa: PLC0415 - views import the app's pieces
 
     app.register_blueprint(osquery_bp)
+    app.register_blueprint(api_bp)
     register_error_handlers(app)
 
     @app.get("/healthz")
@@ -86,8 +90,12 @@ def error(status: int, reason: str, **extra: Any) -> tuple[Response, int]:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(RequestError)
     def request_error(exc: RequestError) -> tuple[Response, int]:
-        if exc.status == 401:
+        if exc.status == 401 and request.path.startswith("/api/v1/osquery/"):
             return error(401, exc.reason, node_invalid=True)
+        if exc.status == 401:
+            response, status = error(401, exc.reason)
+            response.headers["WWW-Authenticate"] = 'Bearer realm="fleet"'
+            return response, status
         return error(exc.status, exc.reason)
 
     @app.errorhandler(DatabaseUnavailable)

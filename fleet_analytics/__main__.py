@@ -10,6 +10,9 @@
     python -m fleet_analytics train [--days D] [--detector NAME] [--promote auto|always|never]
     python -m fleet_analytics score [--status]              score pending batches now
     python -m fleet_analytics models list|promote ID|rollback
+    python -m fleet_analytics token create --name N [--role analyst|admin] | list | revoke ID
+    python -m fleet_analytics worker [--concurrency N]      Celery worker (scoring, training)
+    python -m fleet_analytics beat                          Celery beat (catch-up, nightly retrain)
 
 Settings are FLEET_* environment variables (docs/fleet.md). Without FLEET_DATABASE_URL every command
 runs on the embedded PostgreSQL in FLEET_DATA_DIR (started for the command, stopped after).
@@ -21,6 +24,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import secrets
 import socket
 import sys
@@ -32,7 +36,12 @@ from typing import Any
 
 from fleet_analytics.config import ConfigError, Settings, load_settings
 from fleet_analytics.db import Database, DatabaseUnavailable, MigrationError, load_sql, migrate, pending
-from fleet_analytics.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from fleet_analytics.embedded import (
+    EmbeddedPostgres,
+    EmbeddedPostgresError,
+    EmbeddedRedis,
+    EmbeddedRedisError,
+)
 from fleet_analytics.ingest.store import (
     delete_batches_before,
     drop_partitions_before,
@@ -280,6 +289,80 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    from fleet_analytics.api import ROLES, token_digest  # noqa: PLC0415
+
+    with database(settings) as dsn, Database(dsn) as db, db.transaction() as cur:
+        if args.action == "create":
+            name = args.name.strip()
+            if not name or len(name) > 100:
+                raise CommandError("--name must be 1 to 100 characters: who or what uses the token")
+            if args.role not in ROLES:
+                raise CommandError(f"--role must be one of {', '.join(ROLES)}")
+            token = secrets.token_urlsafe(32)
+            cur.execute(
+                load_sql("api_token_insert"),
+                {"name": name, "token_sha256": token_digest(token), "role": args.role},
+            )
+            token_id = int(cur.fetchone()[0])
+            print(json.dumps({"id": token_id, "name": name, "role": args.role, "token": token}, indent=2))
+            print("the token is shown once: keep it (only its sha256 is stored)", file=sys.stderr)
+        elif args.action == "revoke":
+            cur.execute(load_sql("api_token_revoke"), {"token_id": args.token_id})
+            if cur.fetchone() is None:
+                raise CommandError(f"no active token {args.token_id} (see `token list`)")
+            print(f"token {args.token_id} revoked")
+        else:
+            cur.execute(load_sql("api_tokens_list"))
+            names = [column.name for column in cur.description]
+            tokens = [
+                {n: v.isoformat() if isinstance(v, datetime) else v for n, v in zip(names, row, strict=True)}
+                for row in cur.fetchall()
+            ]
+            print(json.dumps({"tokens": tokens}, indent=2))
+    return 0
+
+
+@contextlib.contextmanager
+def broker(settings: Settings) -> Iterator[str]:
+    """FLEET_BROKER_URL, or the embedded Redis in the data directory (started if none answers there;
+    stopped at the end only when this process started it)."""
+    if settings.broker_url:
+        yield settings.broker_url
+        return
+    with EmbeddedRedis(settings.data_dir) as redis:
+        yield redis.url
+
+
+def run_celery(settings: Settings, argv: list[str]) -> int:
+    from fleet_analytics import create_app  # noqa: PLC0415 - the worker's app
+    from fleet_analytics.tasks import celery_init_app  # noqa: PLC0415
+
+    with broker(settings) as url:
+        app = create_app()
+        try:
+            celery = celery_init_app(app, url)
+            celery.start(argv)
+        except SystemExit as exc:  # celery exits through sys.exit
+            return int(exc.code or 0) if isinstance(exc.code, int) else 0
+        finally:
+            app.extensions["fleet"].close()
+    return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    concurrency = args.concurrency or max(1, min(4, os.cpu_count() or 1))
+    argv = ["worker", "--loglevel", args.loglevel, "--concurrency", str(concurrency), "--pool", "prefork"]
+    argv += ["--hostname", f"fleet@{socket.gethostname()}"]
+    return run_celery(settings, argv)
+
+
+def cmd_beat(settings: Settings, args: argparse.Namespace) -> int:
+    schedule = Path(settings.data_dir) / "celerybeat-schedule"
+    schedule.parent.mkdir(parents=True, exist_ok=True)
+    return run_celery(settings, ["beat", "--loglevel", args.loglevel, "--schedule", str(schedule)])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m fleet_analytics",
@@ -337,6 +420,23 @@ def build_parser() -> argparse.ArgumentParser:
     promote_cmd.add_argument("--note", default="")
     rollback_cmd = model_actions.add_parser("rollback", help="return to the model active before")
     rollback_cmd.add_argument("--note", default="")
+    token = commands.add_parser("token", help="analyst API tokens: create, list, revoke")
+    token_actions = token.add_subparsers(dest="action", required=True, metavar="action")
+    create = token_actions.add_parser("create", help="make a token (printed once)")
+    create.add_argument("--name", required=True, help="who or what uses it")
+    create.add_argument("--role", default="analyst", help="analyst (default) or admin")
+    token_actions.add_parser("list", help="tokens and when each was last used")
+    revoke = token_actions.add_parser("revoke", help="stop accepting a token")
+    revoke.add_argument("token_id", type=int)
+    worker = commands.add_parser("worker", help="run a Celery worker: scoring, training, maintenance")
+    worker.add_argument(
+        "--concurrency", type=int, default=0, help="worker processes (default: CPUs, 4 at most)"
+    )
+    beat = commands.add_parser(
+        "beat", help="run Celery beat: catch-up scoring, nightly retraining, maintenance"
+    )
+    for sub in (worker, beat):
+        sub.add_argument("--loglevel", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return parser
 
 
@@ -351,6 +451,9 @@ HANDLERS = {
     "train": cmd_train,
     "score": cmd_score,
     "models": cmd_models,
+    "token": cmd_token,
+    "worker": cmd_worker,
+    "beat": cmd_beat,
 }
 
 
@@ -366,6 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         CommandError,
         MigrationError,
         EmbeddedPostgresError,
+        EmbeddedRedisError,
         DatabaseUnavailable,
         PackError,
         OSError,

@@ -74,6 +74,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("tls_cert", str, "", help="PEM certificate (chain) for HTTPS; empty: plain HTTP"),
     Setting("tls_key", str, "", help="PEM private key of tls_cert"),
     Setting("broker_url", str, "", help="Celery broker (redis://...); empty: an embedded Redis in data_dir"),
+    Setting(
+        "score_on_ingest", bool, True, help="enqueue scoring after each stored batch (when a broker runs)"
+    ),
     Setting("model_key", str, "", help="signs model artifacts (HMAC); empty: a key file in data_dir"),
     Setting("detector", str, "iforest", help="detector for training: iforest, hbos, ecod, copod, ensemble"),
     Setting("contamination", float, 0.0005, 1e-6, 0.2, "share of training windows above the threshold"),
@@ -121,6 +124,7 @@ class Settings:
     tls_cert: str
     tls_key: str
     broker_url: str
+    score_on_ingest: bool
     model_key: str
     detector: str
     contamination: float

@@ -10,6 +10,7 @@ from fleet_analytics.config import Settings
 from fleet_analytics.db import Database
 from fleet_analytics.embedded import EmbeddedPostgres
 from fleet_analytics.ingest.store import PartitionCache
+from fleet_analytics.tasks.queue import TaskQueue
 
 
 @dataclass(slots=True)
@@ -19,8 +20,11 @@ class Services:
     shipped_packs: dict[str, dict[str, Any]]
     partitions: PartitionCache = field(default_factory=PartitionCache)
     embedded: EmbeddedPostgres | None = None
+    queue: TaskQueue | None = None  # None: scoring is not enqueued after ingest (FLEET_SCORE_ON_INGEST)
 
     def close(self) -> None:
+        if self.queue is not None:
+            self.queue.close()
         self.db.close()
         if self.embedded is not None:
             self.embedded.stop()
