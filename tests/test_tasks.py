@@ -4,9 +4,11 @@ PostgreSQL; tasks enqueued by the log endpoint and run by the worker; a pool pro
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -79,11 +81,11 @@ class Worker:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
+def data_dir() -> Iterator[Path]:
     # short: a unix socket path must stay under 108 bytes
-    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"fleet-t-{os.getpid()}-{time.monotonic_ns() % 10**8}"
-    path.mkdir()
-    return path
+    path = Path(tempfile.mkdtemp(prefix="fleet-t-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
