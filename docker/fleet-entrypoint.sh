@@ -21,29 +21,21 @@ roles:
   web       migrate the database (unless FLEET_MIGRATE_ON_START=false), then serve on
             0.0.0.0:$FLEET_PORT (default 8080); ARGS go to `serve` (e.g. --workers 4)
   migrate   apply the pending schema migrations, then exit
-  worker    the detection worker (needs the version of the service with the detection pipeline)
-  beat      the detection scheduler (same)
+  worker    the Celery worker: scoring, training, maintenance; ARGS go to `worker`
+            (e.g. --concurrency 2); every worker needs the same FLEET_MODEL_KEY
+  beat      the Celery beat scheduler: catch-up scoring, nightly retraining, hourly maintenance;
+            run exactly one
   maintain  create flow partitions ahead, drop those past retention, then exit
   cli       any command of python -m fleet_analytics, e.g.: cli enroll-secret rotate
   help      this text
 
-Settings are FLEET_* environment variables; FLEET_DATABASE_URL is the PostgreSQL to use.
+Settings are FLEET_* environment variables; FLEET_DATABASE_URL is the PostgreSQL to use and
+FLEET_BROKER_URL the Redis of worker, beat and web (empty: an embedded Redis in FLEET_DATA_DIR).
 EOF
 }
 
 fleet() {
     "$PYTHON" -m fleet_analytics "$@"
-}
-
-# Whether this version's command line has a command: `--help` lists each on a line of its own,
-# indented by four spaces.
-has_command() {
-    if ! help_text="$("$PYTHON" -m fleet_analytics --help 2>&1)"; then
-        echo "error: '$PYTHON -m fleet_analytics --help' failed:" >&2
-        printf '%s\n' "$help_text" >&2
-        exit 1
-    fi
-    printf '%s\n' "$help_text" | grep -Eq "^    $1( |\$)"
 }
 
 is_true() { # $1: variable name, $2: its value
@@ -71,15 +63,7 @@ case "$role" in
         fi
         exec "$PYTHON" -m fleet_analytics serve --host 0.0.0.0 --port "${FLEET_PORT:-8080}" "$@"
         ;;
-    migrate | maintain)
-        exec "$PYTHON" -m fleet_analytics "$role" "$@"
-        ;;
-    worker | beat)
-        if ! has_command "$role"; then
-            echo "error: the role '$role' is not available in this version of the fleet service:" \
-                "'python -m fleet_analytics $role' comes with the detection pipeline" >&2
-            exit 64
-        fi
+    migrate | maintain | worker | beat)
         exec "$PYTHON" -m fleet_analytics "$role" "$@"
         ;;
     cli)

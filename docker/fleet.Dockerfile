@@ -37,7 +37,9 @@ RUN chmod 0755 docker/fleet-entrypoint.sh \
  && python -m compileall -q fleet_analytics
 
 USER fleet
-# FLEET_DATA_DIR only matters without FLEET_DATABASE_URL (embedded PostgreSQL, for trying it out).
+# FLEET_DATA_DIR holds beat's schedule file, and what stands in for unset settings: the embedded
+# PostgreSQL without FLEET_DATABASE_URL (for trying it out), the embedded Redis of worker and beat
+# without FLEET_BROKER_URL, the model key file without FLEET_MODEL_KEY.
 ENV FLEET_DATA_DIR=/var/lib/fleet \
     FLEET_PORT=8080
 EXPOSE 8080

@@ -2,10 +2,11 @@
 
 The fleet image's entrypoint is run as it runs in the image, ``sh docker/fleet-entrypoint.sh ROLE``, with
 this interpreter as PYTHON and the real PostgreSQL of the test session: ``migrate`` on an empty database,
-``web`` from an empty database to ``/healthz`` and back down on SIGTERM, ``maintain`` and ``cli``, the
-roles the command line does not have yet, usage errors. A stand-in interpreter that records how it is
-called checks what needs no database: FLEET_MIGRATE_ON_START, and that ``worker`` runs once the command
-line lists it. compose.yaml is read (with a reader for the YAML subset it uses: PyYAML is not a
+``web`` from an empty database to ``/healthz`` and back down on SIGTERM, ``worker`` and ``beat`` on the
+embedded Redis they start in FLEET_DATA_DIR up to ready and back down on SIGTERM (Redis stopped too),
+``maintain`` and ``cli``, usage errors. A stand-in interpreter that records how it is called checks what
+needs no database: FLEET_MIGRATE_ON_START, and the command each role runs with its arguments.
+compose.yaml is read (with a reader for the YAML subset it uses: PyYAML is not a
 dependency) and checked against the entrypoint, the Dockerfiles and the service's settings; the
 Dockerfiles are checked against the checkout (COPY sources, entrypoints) and, for the endpoint, the
 osquery files they write against each other, packaging/osquery-netflow.ext and docs/osquery.md; the
@@ -14,7 +15,6 @@ endpoint's entrypoint, written in its Dockerfile, is run with stand-ins for pyth
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
@@ -45,9 +45,11 @@ COMPOSE = DOCKER / "compose.yaml"
 FLEET_DOCKERFILE = DOCKER / "fleet.Dockerfile"
 ENDPOINT_DOCKERFILE = DOCKER / "endpoint.Dockerfile"
 ROLES = {"web", "migrate", "worker", "beat", "maintain", "cli", "help"}
-# FLEET_* variables that are not settings of the service: read by the entrypoint, or by the detection
-# pipeline of a later issue (documented in docker/README.md).
-NON_SETTINGS = {"FLEET_BROKER_URL", "FLEET_PORT", "FLEET_MIGRATE_ON_START"}
+# Roles that run the command of the same name of `python -m fleet_analytics`.
+COMMAND_ROLES = {"migrate", "maintain", "worker", "beat"}
+# FLEET_* variables that are not settings of the service but the entrypoint's own (documented in
+# docker/README.md).
+ENTRYPOINT_ONLY = {"FLEET_PORT", "FLEET_MIGRATE_ON_START"}
 # What the images leave out of requirements.txt may only be tools of the tests and checks.
 TEST_TOOLS = {"pytest", "pytest-timeout", "hypothesis", "ruff", "mypy", "tox"}
 
@@ -192,21 +194,108 @@ def test_maintain_and_cli_roles_run_their_commands(fleet_dsn: str) -> None:
     assert status.stdout.strip() == "0 active enroll secret(s): enrollment is closed"
 
 
+def redis_answers(sock: Path) -> bool:
+    """Whether a Redis server answers PING on the unix socket."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(2)
+            client.connect(str(sock))
+            client.sendall(b"PING\r\n")
+            return client.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def processes_naming(text: str) -> list[int]:
+    """The pids of the processes whose command line contains `text`."""
+    pids: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if text.encode() in cmdline.replace(b"\0", b" "):
+            pids.append(int(entry.name))
+    return pids
+
+
+# What Celery logs once the role is up, and what else its output must show (`{data}`: FLEET_DATA_DIR).
+DETECTION_RUNS = {
+    "worker": (
+        ("worker", "--concurrency", "1"),
+        r"^.*@\S+ ready\.$",
+        ["concurrency: 1 (prefork)", "transport:   redis+socket://{data}/redis/redis.sock"],
+    ),
+    "beat": (
+        ("beat",),
+        r"^.*beat: Starting\.\.\.$",
+        ["broker -> redis+socket://{data}/redis/redis.sock", "db -> {data}/celerybeat-schedule"],
+    ),
+}
+
+
+@pytest.mark.parametrize(("args", "ready", "shows"), DETECTION_RUNS.values(), ids=DETECTION_RUNS.keys())
+def test_detection_roles_run_on_the_embedded_redis_and_stop_on_sigterm(
+    fleet_dsn: str, tmp_path: Path, args: tuple[str, ...], ready: str, shows: list[str]
+) -> None:
+    """worker and beat, with no FLEET_BROKER_URL, start the embedded Redis in FLEET_DATA_DIR, get
+    ready, and on SIGTERM stop, stop that Redis and exit 0."""
+    data_dir = (tmp_path / "data").resolve()
+    redis_socket = data_dir / "redis" / "redis.sock"
+    env = entrypoint_env(
+        FLEET_DATABASE_URL=fleet_dsn, FLEET_DATA_DIR=str(data_dir), FLEET_MODEL_KEY="test-model-key"
+    )
+    log_path = tmp_path / f"{args[0]}.log"
+    with log_path.open("w", encoding="utf-8") as log:
+        process = subprocess.Popen(
+            ["sh", str(ENTRYPOINT), *args],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not re.search(ready, log_path.read_text(encoding="utf-8", errors="replace"), re.MULTILINE):
+            assert process.poll() is None, f"{args[0]} exited ({process.returncode}):\n{log_path.read_text()}"
+            assert time.monotonic() < deadline, f"{args[0]} not ready in 60 s:\n{log_path.read_text()}"
+            time.sleep(0.2)
+        assert redis_answers(redis_socket), "no embedded Redis in FLEET_DATA_DIR"
+        assert processes_naming(str(redis_socket))
+        process.send_signal(signal.SIGTERM)
+        returncode = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        left = processes_naming(str(redis_socket))
+        for pid in left:  # the Redis the role started and left behind
+            os.kill(pid, signal.SIGKILL)
+    output = log_path.read_text(encoding="utf-8", errors="replace")
+    assert returncode == 0, output
+    assert not left, f"redis-server left running: {left}\n{output}"
+    assert not redis_answers(redis_socket)
+    with pytest.raises(ProcessLookupError):  # nothing of the role's process group is left (pool workers)
+        os.killpg(process.pid, 0)
+    assert "embedded Redis running in" in output
+    assert "embedded Redis stopped" in output
+    for text in shows:
+        assert text.format(data=data_dir) in output, output
+
+
+def test_the_command_roles_are_commands_of_the_command_line() -> None:
+    missing = COMMAND_ROLES - cli_commands()
+    assert not missing, f"roles whose command `python -m fleet_analytics` does not have: {sorted(missing)}"
+    assert COMMAND_ROLES < ROLES
+
+
 def test_entrypoint_finds_the_package_from_any_working_directory(tmp_path: Path) -> None:
     result = run_entrypoint("cli", "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "usage: python -m fleet_analytics" in result.stdout
-
-
-@pytest.mark.parametrize("role", ["worker", "beat"])
-def test_detection_roles_are_refused_until_the_cli_has_them(role: str) -> None:
-    assert role not in cli_commands(), (
-        f"the command line now has `{role}`: the entrypoint runs it; replace this test with one that does"
-    )
-    result = run_entrypoint(role, "--some-arg")
-    assert result.returncode == 64
-    assert result.stdout == ""
-    assert f"error: the role '{role}' is not available in this version of the fleet service" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -227,23 +316,8 @@ def test_help_no_role_and_unknown_roles_print_usage_and_exit_2(args: tuple[str, 
 
 FAKE_PYTHON = """#!/bin/sh
 printf '%s|%s\\n' "$PYTHONPATH" "$*" >> "$FAKE_LOG"
-if [ "$3" = --help ]; then
-    printf '%s\\n' "$FAKE_HELP"
-    exit "${FAKE_HELP_STATUS:-0}"
-fi
 exit 0
 """
-
-
-@functools.cache
-def real_help() -> str:
-    return subprocess.run(
-        [sys.executable, "-m", "fleet_analytics", "--help"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
 
 
 @dataclass
@@ -270,7 +344,7 @@ def fake_python(tmp_path: Path) -> Iterator[FakePython]:
     path.write_text(FAKE_PYTHON, encoding="utf-8")
     path.chmod(0o755)
     log = tmp_path / "calls"
-    yield FakePython(path, log, {"FAKE_LOG": str(log), "FAKE_HELP": real_help()})
+    yield FakePython(path, log, {"FAKE_LOG": str(log)})
 
 
 SERVE = "-m fleet_analytics serve --host 0.0.0.0 --port 8080 --workers 2"
@@ -314,6 +388,9 @@ def test_web_role_listens_on_fleet_port(fake_python: FakePython) -> None:
     [
         (("migrate", "--check"), "-m fleet_analytics migrate --check"),
         (("maintain", "--days", "3"), "-m fleet_analytics maintain --days 3"),
+        (("worker", "--concurrency", "2"), "-m fleet_analytics worker --concurrency 2"),
+        (("beat",), "-m fleet_analytics beat"),
+        (("beat", "--loglevel", "DEBUG"), "-m fleet_analytics beat --loglevel DEBUG"),
         (("cli", "packs", "show", "netflow"), "-m fleet_analytics packs show netflow"),
     ],
 )
@@ -323,35 +400,6 @@ def test_roles_pass_their_arguments_to_the_command(
     result = fake_python.run(*args)
     assert result.returncode == 0, result.stderr
     assert fake_python.calls() == [call]
-
-
-def test_detection_roles_run_once_the_cli_lists_them(fake_python: FakePython) -> None:
-    fake_python.env["FAKE_HELP"] = real_help().replace(
-        "    maintain", "    worker       run the detection worker\n    maintain"
-    )
-    result = fake_python.run("worker", "--concurrency", "2")
-    assert result.returncode == 0, result.stderr
-    assert fake_python.calls() == ["-m fleet_analytics --help", "-m fleet_analytics worker --concurrency 2"]
-    beat = fake_python.run("beat")  # not listed: still refused
-    assert beat.returncode == 64
-
-
-def test_detection_role_named_only_in_prose_is_not_a_command(fake_python: FakePython) -> None:
-    fake_python.env["FAKE_HELP"] = real_help().replace(
-        "    maintain",
-        "    frob         a command whose help wraps onto a line starting with\n"
-        "                 worker processes\n    maintain",
-    )
-    result = fake_python.run("worker")
-    assert result.returncode == 64
-    assert fake_python.calls() == ["-m fleet_analytics --help"]
-
-
-def test_detection_role_reports_a_failing_command_line(fake_python: FakePython) -> None:
-    result = fake_python.run("worker", FAKE_HELP="ImportError: no module named flask", FAKE_HELP_STATUS="1")
-    assert result.returncode == 1
-    assert "--help' failed:" in result.stderr
-    assert "ImportError: no module named flask" in result.stderr
 
 
 # -- compose.yaml
@@ -433,13 +481,12 @@ def test_compose_services_and_their_order(compose: dict[str, Any]) -> None:
     assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     assert services["migrate"]["restart"] == "no"
     completed = {"condition": "service_completed_successfully"}
-    assert services["web"]["depends_on"] == {"migrate": completed}
-    for name in ("worker", "beat"):
+    for name in ("web", "worker", "beat"):
         assert services[name]["depends_on"] == {
             "migrate": completed,
             "redis": {"condition": "service_healthy"},
         }
-        assert services[name]["environment"]["FLEET_BROKER_URL"] == "redis://redis:6379/0"
+    assert not [name for name, service in services.items() if "profiles" in service]  # all start by default
     assert services["endpoint"]["depends_on"] == {"web": {"condition": "service_healthy"}}
     for name, service in services.items():
         if "build" in service or name == "migrate":
@@ -478,13 +525,29 @@ def test_compose_fleet_variables_are_known() -> None:
     text = COMPOSE.read_text(encoding="utf-8")
     named = set(re.findall(r"\bFLEET_[A-Z0-9_]+\b", text))
     settings = {setting.env for setting in SETTINGS}
-    assert {"FLEET_DATABASE_URL", "FLEET_ENROLL_SECRET", "FLEET_BROKER_URL"} <= named
-    assert named - settings <= NON_SETTINGS, f"unknown: {sorted(named - settings - NON_SETTINGS)}"
+    assert {"FLEET_DATABASE_URL", "FLEET_ENROLL_SECRET", "FLEET_BROKER_URL", "FLEET_MODEL_KEY"} <= named
+    assert {"FLEET_BROKER_URL", "FLEET_MODEL_KEY"} <= settings
+    assert named - settings <= ENTRYPOINT_ONLY, f"unknown: {sorted(named - settings - ENTRYPOINT_ONLY)}"
     readme = (DOCKER / "README.md").read_text(encoding="utf-8")
-    for name in NON_SETTINGS:
+    for name in ENTRYPOINT_ONLY:
         assert f"`{name}`" in readme, f"{name} is not documented in docker/README.md"
     script = ENTRYPOINT.read_text(encoding="utf-8")
-    assert set(re.findall(r"\bFLEET_[A-Z0-9_]+\b", script)) - settings <= NON_SETTINGS
+    assert set(re.findall(r"\bFLEET_[A-Z0-9_]+\b", script)) - settings <= ENTRYPOINT_ONLY
+
+
+def test_compose_broker_and_model_key(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    redis_url = "redis://redis:6379/0"  # the redis service, on Redis's default port
+    assert "--port" not in services["redis"]["command"]
+    for name in ("web", "worker", "beat"):
+        assert services[name]["environment"]["FLEET_BROKER_URL"] == redis_url, name
+    # the key that signs the models: required, and the same for every worker; web and beat neither train
+    # nor score
+    assert services["worker"]["environment"]["FLEET_MODEL_KEY"] == "${FLEET_MODEL_KEY:?set FLEET_MODEL_KEY}"
+    keyed = {
+        name for name, service in services.items() if "FLEET_MODEL_KEY" in service.get("environment", {})
+    }
+    assert keyed == {"worker"}
 
 
 def test_compose_web_port_secret_and_health(compose: dict[str, Any]) -> None:
