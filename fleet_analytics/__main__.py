@@ -10,6 +10,8 @@
     python -m fleet_analytics train [--days D] [--detector NAME] [--promote auto|always|never]
     python -m fleet_analytics score [--status]              score pending batches now
     python -m fleet_analytics models list|promote ID|rollback
+    python -m fleet_analytics simulate [--hosts N] [--days D] [--seed S] [--url URL]
+    python -m fleet_analytics evaluate [--hosts N] [--days D] [--seeds 1,2] [--datasets all|none|NAMES]
     python -m fleet_analytics token create --name N [--role analyst|admin] | list | revoke ID
     python -m fleet_analytics worker [--concurrency N]      Celery worker (scoring, training)
     python -m fleet_analytics beat                          Celery beat (catch-up, nightly retrain)
@@ -323,6 +325,141 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _attacks(text: str) -> tuple[str, ...]:
+    from fleet_analytics.simulate import SCENARIOS  # noqa: PLC0415
+
+    if text == "all":
+        return SCENARIOS
+    if text == "none":
+        return ()
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from fleet_analytics.simulate import feed, http_post, simulate  # noqa: PLC0415
+
+    started = time.monotonic()
+    simulation = simulate(
+        hosts=args.hosts, days=args.days, seed=args.seed, attacks=_attacks(args.attacks) * args.repeat
+    )
+    summary: dict[str, Any] = {
+        "hosts": len(simulation.hosts),
+        "rows": len(simulation.flows),
+        "attack_rows": int((simulation.flows["scenario"] != "").sum()),
+        "start": simulation.start,
+        "end": simulation.end,
+        "injections": [vars(injection) for injection in simulation.injections],
+    }
+    if args.labels:
+        Path(args.labels).write_text(json.dumps(summary["injections"], indent=2) + "\n", encoding="utf-8")
+    if args.url:
+        secret = os.environ.get("FLEET_ENROLL_SECRET", "")
+        if args.enroll_secret_file:
+            secret = Path(args.enroll_secret_file).read_text(encoding="utf-8").strip()
+        if not secret:
+            raise CommandError(
+                "feeding a running service needs its enroll secret: set FLEET_ENROLL_SECRET or "
+                "--enroll-secret-file"
+            )
+        report = feed(
+            simulation,
+            http_post(args.url, cafile=args.cafile),
+            enroll_secret=secret,
+            batch_rows=args.batch_rows,
+        )
+    else:
+        report = _feed_in_process(settings, simulation, args.batch_rows)
+    summary["feed"] = vars(report)
+    summary["seconds"] = round(time.monotonic() - started, 2)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _feed_in_process(settings: Settings, simulation: Any, batch_rows: int) -> Any:
+    """Through the service's own ingest code (a Flask test client), on the configured or embedded
+    PostgreSQL, with a temporary enroll secret revoked afterwards."""
+    from fleet_analytics import create_app  # noqa: PLC0415
+    from fleet_analytics.ingest.store import sha256  # noqa: PLC0415
+    from fleet_analytics.simulate import feed  # noqa: PLC0415
+
+    secret = secrets.token_urlsafe(24)
+    with database(settings) as dsn:
+        app = create_app({"database_url": dsn})
+        fleet = app.extensions["fleet"]
+        try:
+            with fleet.db.transaction() as cur:
+                make_secret_active(cur, secret, revoke_others=False)
+            client = app.test_client()
+
+            def post(path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+                response = client.post(path, data=body, headers=headers)
+                answer = response.get_json(silent=True)
+                return response.status_code, answer if isinstance(answer, dict) else {}
+
+            return feed(simulation, post, enroll_secret=secret, batch_rows=batch_rows)
+        finally:
+            with fleet.db.transaction() as cur:
+                cur.execute(load_sql("enroll_secret_revoke"), {"secret_sha256": sha256(secret)})
+            fleet.close()
+
+
+def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
+    from fleet_analytics.analytics import datasets  # noqa: PLC0415
+    from fleet_analytics.analytics.alerts import AlertPolicy  # noqa: PLC0415
+    from fleet_analytics.evaluate import EvaluationSettings, evaluate_dataset, evaluate_simulation  # noqa: PLC0415
+
+    config = EvaluationSettings(
+        detector=args.detector or settings.detector,
+        contamination=args.contamination or settings.contamination,
+        folds=settings.training_folds,
+        policy=AlertPolicy(
+            cooldown_seconds=settings.alert_cooldown_seconds,
+            budget_per_host_day=settings.alert_budget_per_host_day,
+            fanout_group=settings.alert_fanout_group,
+        ),
+        beacon_lookback_seconds=settings.beacon_lookback_seconds,
+    )
+    report: dict[str, Any] = {"simulation": [], "datasets": []}
+    if args.hosts > 0:
+        for seed in args.seeds:
+            result = evaluate_simulation(
+                hosts=args.hosts,
+                days=args.days,
+                seed=seed,
+                settings=config,
+                attacks=_attacks(args.attacks) * args.repeat,
+            )
+            report["simulation"].append(result)
+            print(f"simulation seed {seed}: {_simulation_line(result)}", file=sys.stderr)
+    names = (
+        datasets.available()
+        if args.datasets == "all"
+        else []
+        if args.datasets == "none"
+        else args.datasets.split(",")
+    )
+    for name in names:
+        result = evaluate_dataset(name, detector=config.detector, seed=args.seeds[0])
+        report["datasets"].append(result)
+        print(
+            f"{name}: window ROC-AUC {result['window_roc_auc']} PR-AUC {result['window_pr_auc']}; "
+            f"flow ROC-AUC {result['flow_roc_auc']} PR-AUC {result['flow_pr_auc']}",
+            file=sys.stderr,
+        )
+    print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def _simulation_line(result: dict[str, Any]) -> str:
+    recalls = ", ".join(
+        f"{name} {entry['detected']}/{entry['injected']}" for name, entry in result["scenarios"].items()
+    )
+    return (
+        f"windows ROC-AUC {result['windows']['roc_auc']} PR-AUC {result['windows']['pr_auc']}; "
+        f"detected {recalls}; false alerts {result['alerts']['false_per_host_day']} per host-day"
+    )
+
+
 @contextlib.contextmanager
 def broker(settings: Settings) -> Iterator[str]:
     """FLEET_BROKER_URL, or the embedded Redis in the data directory (started if none answers there;
@@ -420,6 +557,36 @@ def build_parser() -> argparse.ArgumentParser:
     promote_cmd.add_argument("--note", default="")
     rollback_cmd = model_actions.add_parser("rollback", help="return to the model active before")
     rollback_cmd.add_argument("--note", default="")
+    simulate_cmd = commands.add_parser(
+        "simulate", help="simulate a labelled fleet and feed it through the ingest API"
+    )
+    simulate_cmd.add_argument("--hosts", type=int, default=50)
+    simulate_cmd.add_argument(
+        "--days", type=float, default=1.0, help="ending now (the ingest keeps 7 days at most)"
+    )
+    simulate_cmd.add_argument("--seed", type=int, default=1)
+    simulate_cmd.add_argument("--attacks", default="all", help="all, none, or comma-separated scenario names")
+    simulate_cmd.add_argument("--repeat", type=int, default=1, help="inject each attack this many times")
+    simulate_cmd.add_argument(
+        "--url", help="a running service (else in process, on FLEET_DATABASE_URL or the embedded one)"
+    )
+    simulate_cmd.add_argument(
+        "--enroll-secret-file", help="with --url: the secret (else FLEET_ENROLL_SECRET)"
+    )
+    simulate_cmd.add_argument("--cafile", help="with --url over https: the CA to trust")
+    simulate_cmd.add_argument("--batch-rows", type=int, default=2000)
+    simulate_cmd.add_argument("--labels", help="write the injected attacks as JSON to this file")
+    evaluate = commands.add_parser(
+        "evaluate", help="detection figures on the simulator and the public datasets"
+    )
+    evaluate.add_argument("--hosts", type=int, default=50, help="simulated hosts (0: skip the simulator)")
+    evaluate.add_argument("--days", type=float, default=7.0, help="simulated days; attacks in the last one")
+    evaluate.add_argument("--seeds", type=lambda text: [int(x) for x in text.split(",")], default=[1])
+    evaluate.add_argument("--attacks", default="all")
+    evaluate.add_argument("--repeat", type=int, default=2, help="injections of each attack per run")
+    evaluate.add_argument("--datasets", default="all", help="all, none, or comma-separated dataset names")
+    evaluate.add_argument("--detector", default=None, help="(FLEET_DETECTOR)")
+    evaluate.add_argument("--contamination", type=float, default=None, help="(FLEET_CONTAMINATION)")
     token = commands.add_parser("token", help="analyst API tokens: create, list, revoke")
     token_actions = token.add_subparsers(dest="action", required=True, metavar="action")
     create = token_actions.add_parser("create", help="make a token (printed once)")
@@ -451,6 +618,8 @@ HANDLERS = {
     "train": cmd_train,
     "score": cmd_score,
     "models": cmd_models,
+    "simulate": cmd_simulate,
+    "evaluate": cmd_evaluate,
     "token": cmd_token,
     "worker": cmd_worker,
     "beat": cmd_beat,

@@ -356,7 +356,7 @@ def _alert_params(draft: AlertDraft, model_id: int, threshold: float, status: st
         "username": draft.username,
         "protocol": draft.protocol,
         "remote_address": draft.remote_address,
-        "remote_port": draft.remote_port,
+        "service_port": draft.service_port,
         "destinations": draft.destinations,
         "first_window": draft.first_window,
         "last_window": draft.last_window,

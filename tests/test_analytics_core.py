@@ -44,6 +44,7 @@ def rows(records: list[dict[str, object]]) -> pd.DataFrame:
         "username": "alice",
         "protocol": "tcp",
         "direction": "outbound",
+        "local_port": 50000,
         "remote_address": "93.184.216.34",
         "remote_port": 443,
         "remote_hostname": "example.com",
@@ -113,6 +114,7 @@ def fleet(hosts: int = 12, days: int = 3, seed: int = 3) -> pd.DataFrame:
     frame["username"] = "user"
     frame["direction"] = "outbound"
     frame["remote_hostname"] = ""
+    frame["local_port"] = rng.integers(32768, 61000, size=len(frame))
     frame["connections"] = 1
     frame["first_seen"] = frame["window_start"] + rng.integers(0, 60, size=len(frame))
     frame["last_seen"] = frame["first_seen"]
@@ -130,10 +132,30 @@ def test_flow_windows_sum_rows_of_one_destination() -> None:
     )
     windows = flow_windows(frame)
     assert len(windows) == 3
-    pair = windows[(windows["remote_port"] == 443) & (windows["app"] == "aa" * 32)].iloc[0]
+    pair = windows[(windows["service_port"] == 443) & (windows["app"] == "aa" * 32)].iloc[0]
     assert (pair["bytes_sent"], pair["bytes_received"], pair["rows"]) == (300, 30, 2)
     assert (pair["first_seen"], pair["last_seen"]) == (START + 2, START + 40)
     assert set(windows["app"]) == {"aa" * 32, "/tmp/x"}
+
+
+def test_inbound_flows_are_keyed_by_the_local_service_port() -> None:
+    clients = rows(
+        [
+            {
+                "direction": "inbound",
+                "local_port": 22,
+                "remote_port": 40000 + i,
+                "remote_address": "10.20.0.7",
+            }
+            for i in range(5)
+        ]
+        + [{"direction": "outbound", "local_port": 51000, "remote_port": 22, "remote_address": "10.20.0.7"}]
+    )
+    windows = flow_windows(clients)
+    assert sorted(zip(windows["direction"], windows["service_port"], windows["rows"], strict=True)) == [
+        ("inbound", 22, 5),  # five client ports: one window of the ssh service
+        ("outbound", 22, 1),
+    ]
 
 
 def test_missing_columns_are_named() -> None:
@@ -177,7 +199,14 @@ def test_fanout_counts_distinct_destinations_per_process_window() -> None:
 
 def beacon_frame(times: np.ndarray, sizes: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(
-        {"host": 1, "app": "x", "remote_address": "198.51.100.1", "first_seen": times, "bytes": sizes}
+        {
+            "host": 1,
+            "app": "x",
+            "remote_address": "198.51.100.1",
+            "first_seen": times,
+            "bytes": sizes,
+            "sent": sizes // 2,
+        }
     )
 
 
@@ -192,6 +221,7 @@ def test_beacon_score_regular_versus_random() -> None:
     assert beacon["beacon_interval"].iloc[0] == pytest.approx(120, abs=6)
     assert noise["beacon_score"].iloc[0] < 0.55
     assert few["beacon_score"].iloc[0] == 0.0  # 3 intervals: too few to say
+    assert few["sent_total"].iloc[0] == 600 and few["beacon_contacts"].iloc[0] == 4
 
 
 @pytest.mark.parametrize("name", sorted(DETECTORS))

@@ -3,9 +3,9 @@
 Pure decisions over values; :mod:`fleet_analytics.detection` stores what they decide.
 
 1. :func:`draft_alerts` groups a run's anomalous windows by host and application. An application
-   with anomalous windows to at least ``fanout_group`` destinations (a scan, a sweep) becomes one
-   alert about all of them; otherwise each destination is its own alert. The window with the highest
-   score explains the alert.
+   with anomalous windows to at least ``fanout_group`` endpoints (address and port: a scan, a sweep)
+   becomes one alert about all of them; otherwise each destination address is its own alert. The
+   window with the highest score explains the alert.
 2. :func:`triage_drafts` compares the drafts with the host's recent alerts: a draft with the same
    host, application and destination as an alert whose last window is within ``cooldown_seconds``
    is merged into it (no new alert). A new alert past the host's budget for that UTC day is kept as
@@ -27,6 +27,7 @@ from fleet_analytics.analytics.model import Model
 STATUSES: Final = ("new", "acknowledged", "resolved", "false_positive", "suppressed")
 SEVERITIES: Final = ("low", "medium", "high", "critical")
 WINDOW_COLUMNS: Final = (*UNIT_KEYS, "bytes_sent", "bytes_received", "connections", "score")
+ENDPOINTS: Final = ["remote_address", "service_port"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class AlertDraft:
     username: str
     protocol: str | None
     remote_address: str | None
-    remote_port: int | None
+    service_port: int | None  # the remote port outbound, the local port inbound
     destinations: int
     first_window: int
     last_window: int
@@ -80,7 +81,7 @@ def _draft(
     top = group.loc[group["score"].idxmax()]
     features = group.loc[[top.name], list(model.features)]
     surprise = model.surprise(features).iloc[0].to_dict()
-    context = {name: top[name] for name in CONTEXT if name in top.index}
+    context = {name: top[name] for name in (*CONTEXT, *model.features) if name in top.index}
     sentence, reasons = explain(top.to_dict(), surprise, model.profile, context=context)
     addresses = pd.unique(group["remote_address"])
     if fanout:
@@ -88,7 +89,7 @@ def _draft(
         more = f" and {len(addresses) - 5} more" if len(addresses) > 5 else ""
         sentence = (
             f"{top['process_name'] or top['process_path'] or 'an unknown process'} reached {len(addresses)} "
-            f"destinations ({shown}{more}) on {group['remote_port'].nunique()} ports in "
+            f"destinations ({shown}{more}) on {group['service_port'].nunique()} ports in "
             f"{group['window_start'].nunique()} windows. Most anomalous: {sentence}"
         )
     kept = group.nlargest(policy.max_windows_kept, "score")[list(WINDOW_COLUMNS)].reset_index(drop=True)
@@ -102,7 +103,7 @@ def _draft(
         username=str(top["username"]),
         protocol=None if fanout else str(top["protocol"]),
         remote_address=None if fanout else str(top["remote_address"]),
-        remote_port=None if fanout else int(top["remote_port"]),
+        service_port=None if fanout else int(top["service_port"]),
         destinations=len(addresses),
         first_window=int(group["window_start"].min()),
         last_window=int(group["window_start"].max()),
@@ -116,13 +117,14 @@ def _draft(
 
 
 def draft_alerts(scored: pd.DataFrame, model: Model, policy: AlertPolicy) -> list[AlertDraft]:
-    """One draft per host and application (fan-out) or per host, application and destination."""
+    """One draft per host and application when it was anomalous towards at least ``fanout_group``
+    (address, port) endpoints (a scan, a sweep); otherwise one per host, application and address."""
     anomalous = scored[scored["anomalous"]]
     drafts: list[AlertDraft] = []
     if anomalous.empty:
         return drafts
     for (host, app), group in anomalous.groupby(["host", "app"], sort=False):
-        if group["remote_address"].nunique() >= policy.fanout_group:
+        if len(group[ENDPOINTS].drop_duplicates()) >= policy.fanout_group:
             drafts.append(_draft(model, host, str(app), group, fanout=True, policy=policy))
             continue
         for _address, pair in group.groupby("remote_address", sort=False):

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+import numpy as np
+
 from fleet_analytics.analytics.features import Profile
 
 MIN_SURPRISE: Final = 2.0  # p <= 0.01 among training windows: worth saying
@@ -47,19 +49,25 @@ class Reason:
 
 
 def endpoint(window: Mapping[str, Any]) -> str:
+    """``203.0.113.9:443/tcp (name)`` outbound; ``203.0.113.9 on local port 22/tcp`` inbound."""
     address = str(window["remote_address"])
-    shown = f"[{address}]" if ":" in address else address
     name = str(window.get("remote_hostname") or "")
-    return f"{shown}:{window['remote_port']}/{window['protocol']}" + (f" ({name})" if name else "")
+    named = f" ({name})" if name else ""
+    port = f"{window['service_port']}/{window['protocol']}"
+    if window.get("direction") == "inbound":
+        return f"{address}{named} on local port {port}"
+    shown = f"[{address}]" if ":" in address else address
+    return f"{shown}:{port}{named}"
 
 
 def headline(window: Mapping[str, Any]) -> str:
     process = str(window.get("process_name") or window.get("process_path") or "an unknown process")
     user = str(window.get("username") or "")
     who = f"{process} ({user})" if user else process
+    inbound = window.get("direction") == "inbound"
     return (
         f"{who} sent {human_bytes(window['bytes_sent'])} and received "
-        f"{human_bytes(window['bytes_received'])} to and from {endpoint(window)}"
+        f"{human_bytes(window['bytes_received'])} {'with' if inbound else 'to and from'} {endpoint(window)}"
     )
 
 
@@ -101,14 +109,39 @@ def reason_text(
         return f"this application talked to this destination on only {seen} of {hosts} hosts"
     if feature == "new_for_host":
         return "first contact with this destination from this host"
+    port = f"{window['direction']} {window['service_port']}/{window['protocol']}"
     if feature == "port_rarity":
-        seen = _seen(profile.port_hosts, (window["protocol"], window["remote_port"]))
-        return _hosts_phrase(seen, hosts, f"port {window['remote_port']}/{window['protocol']}")
+        seen = _seen(profile.port_hosts, (window["protocol"], window["direction"], window["service_port"]))
+        return _hosts_phrase(seen, hosts, f"port {port}")
+    if feature == "port_external_rarity":
+        where = "outside" if context.get("external", 0) else "inside"
+        key = (
+            window["protocol"],
+            window["direction"],
+            window["service_port"],
+            float(context.get("external", 0)),
+        )
+        return _hosts_phrase(
+            _seen(profile.port_external_hosts, key), hosts, f"port {port} {where} the network"
+        )
+    if feature == "pair_sent_total":
+        total = float(np.expm1(float(context.get("pair_sent_total", 0.0))))
+        return f"sent {human_bytes(total)} to this destination over the look-back"
+    if feature == "pair_windows":
+        count = round(float(np.expm1(float(context.get("pair_windows", 0.0)))))
+        return f"in contact with this destination in {count} windows of the look-back"
     if feature == "process_rarity":
         seen = _seen(profile.app_hosts, app)
         sha = str(window.get("process_sha256") or "")
         what = f"executable {window.get('process_path') or '?'}" + (f" (sha256 {sha[:12]}…)" if sha else "")
         return _hosts_phrase(seen, hosts, what)
+    if feature == "joint_rarity":
+        seen = _seen(profile.app_hosts, app)
+        destination = _seen(profile.destination_hosts, window["remote_address"])
+        return (
+            f"a rare executable (on {seen} of {hosts} hosts) talking to a rare destination "
+            f"(contacted by {destination} of {hosts} hosts)"
+        )
     if feature == "fanout_addresses":
         return f"contacted {int(context.get('fanout_address_count', 0))} distinct addresses in one window"
     if feature == "fanout_ports":

@@ -1,8 +1,10 @@
 """Feature vectors per flow window: pure, vectorised pandas over DataFrames, no database.
 
 The unit scored is a **flow window**: one host, one window, one application (the executable's sha256,
-or its path when the hash is unknown), one destination (protocol, remote address and port) and a
-direction. The endpoint's rows are finer (one per pid and local port); :func:`flow_windows` sums them.
+or its path when the hash is unknown), one peer (protocol, remote address), one service port and a
+direction. The service port is the remote port of an outbound flow and the local port of an inbound
+one: a server's clients come from ever-new ephemeral ports, which say nothing. The endpoint's rows
+are finer (one per pid and local port); :func:`flow_windows` sums them.
 
 Every feature is oriented so that larger means more unusual, except where noted; the detector sees
 them all, and :mod:`fleet_analytics.analytics.explain` turns the largest surprises back into words.
@@ -23,8 +25,13 @@ Feature list (:data:`FEATURES`):
   ranges (:func:`is_internal_address`), else 0.
 - ``destination_rarity``: log((H + 1) / (h + 1)), h hosts of H that contacted the address.
 - ``pair_rarity``: the same for the (application, address) pair.
-- ``port_rarity``: the same for (protocol, remote port).
+- ``port_rarity``: the same for (protocol, direction, service port).
+- ``port_external_rarity``: the same for (protocol, direction, service port, external): DNS or SMB to
+  the Internet is rare where DNS and SMB to internal servers are everyday.
 - ``process_rarity``: the same for the application (a new binary has the largest value).
+- ``joint_rarity``: the lesser of the destination's and the application's rarity: high only when a
+  rare executable talks to a rare destination (a new implant calling home), which no single rarity
+  shows, since browsers meet rare destinations and rare tools talk to common ones all day.
 - ``new_for_host``: 1 when a known host never contacted the address in the profile (0 for new hosts).
 - ``hour_rarity``: how unusual this hour of day (UTC) is for the host; 0 at or above its average.
 - ``app_sent_deviation``, ``app_received_deviation``: robust z-scores of the bytes against the
@@ -33,6 +40,9 @@ Feature list (:data:`FEATURES`):
 - ``beacon_score``: in [0, 1], how regular the pair's contacts are over the look-back (RITA's beacon
   analysis: Bowley skew and median absolute deviation of the intervals and of the sizes, and the
   number of contacts).
+- ``pair_sent_total``: log1p of the bytes the host's application sent to the address over the
+  look-back and this window (slow exfiltration adds up).
+- ``pair_windows``: log1p of the windows in which the pair was in contact over the look-back.
 """
 
 from __future__ import annotations
@@ -57,13 +67,17 @@ FEATURES: Final = (
     "destination_rarity",
     "pair_rarity",
     "port_rarity",
+    "port_external_rarity",
     "process_rarity",
+    "joint_rarity",
     "new_for_host",
     "hour_rarity",
     "app_sent_deviation",
     "app_received_deviation",
     "host_sent_deviation",
     "beacon_score",
+    "pair_sent_total",
+    "pair_windows",
 )
 # featurize's extra columns: figures the explanations quote, not seen by the detector
 CONTEXT: Final = (
@@ -84,6 +98,7 @@ ROW_COLUMNS: Final = (
     "username",
     "protocol",
     "direction",
+    "local_port",
     "remote_address",
     "remote_port",
     "remote_hostname",
@@ -100,7 +115,7 @@ UNIT_KEYS: Final = (
     "process_path",
     "protocol",
     "remote_address",
-    "remote_port",
+    "service_port",
     "direction",
 )
 PAIR_KEYS: Final = ("host", "app", "remote_address")
@@ -133,7 +148,10 @@ def flow_windows(rows: pd.DataFrame, *, carry: Sequence[str] = ()) -> pd.DataFra
     ``carry`` names extra columns kept per window (their maximum: labels in evaluations).
     """
     check_rows(rows)
-    frame = rows.assign(app=app_key(rows["process_sha256"], rows["process_path"]))
+    frame = rows.assign(
+        app=app_key(rows["process_sha256"], rows["process_path"]),
+        service_port=rows["remote_port"].where(rows["direction"] != "inbound", rows["local_port"]),
+    )
     aggregations: dict[str, tuple[str, str]] = {
         "window_seconds": ("window_seconds", "max"),
         "process_name": ("process_name", "first"),
@@ -145,12 +163,21 @@ def flow_windows(rows: pd.DataFrame, *, carry: Sequence[str] = ()) -> pd.DataFra
         "connections": ("connections", "sum"),
         "first_seen": ("first_seen", "min"),
         "last_seen": ("last_seen", "max"),
+        "remote_port": ("remote_port", "max"),
         "rows": ("bytes_sent", "size"),
     }
     for column in carry:
         aggregations[column] = (column, "max")
     windows = frame.groupby(list(UNIT_KEYS), sort=False, observed=True).agg(**aggregations).reset_index()
-    for column in ("bytes_sent", "bytes_received", "connections", "first_seen", "last_seen", "rows"):
+    for column in (
+        "bytes_sent",
+        "bytes_received",
+        "connections",
+        "first_seen",
+        "last_seen",
+        "rows",
+        "service_port",
+    ):
         windows[column] = windows[column].astype("int64")
     return windows
 
@@ -226,7 +253,8 @@ class Profile:
     hosts: int
     destination_hosts: pd.Series  # remote_address -> hosts
     pair_hosts: pd.Series  # (app, remote_address) -> hosts
-    port_hosts: pd.Series  # (protocol, remote_port) -> hosts
+    port_hosts: pd.Series  # (protocol, direction, service_port) -> hosts
+    port_external_hosts: pd.Series  # (protocol, direction, service_port, external) -> hosts
     app_hosts: pd.Series  # app -> hosts
     host_destinations: pd.Series  # (host, remote_address) -> windows (presence is what counts)
     app_volume: pd.DataFrame  # app -> sent_median, sent_scale, received_median, received_scale
@@ -301,7 +329,11 @@ def fit_profile(windows: pd.DataFrame) -> Profile:
         hosts=int(windows["host"].nunique()),
         destination_hosts=_distinct_hosts(windows, ["remote_address"]),
         pair_hosts=_distinct_hosts(windows, ["app", "remote_address"]),
-        port_hosts=_distinct_hosts(windows, ["protocol", "remote_port"]),
+        port_hosts=_distinct_hosts(windows, ["protocol", "direction", "service_port"]),
+        port_external_hosts=_distinct_hosts(
+            windows.assign(external=is_external(windows["remote_address"])),
+            ["protocol", "direction", "service_port", "external"],
+        ),
         app_hosts=_distinct_hosts(windows, ["app"]),
         host_destinations=windows.groupby(["host", "remote_address"], sort=False).size(),
         app_volume=app_volume,
@@ -324,7 +356,8 @@ def _bowley(q1: pd.Series, q2: pd.Series, q3: pd.Series) -> pd.Series:
 def beacon_scores(contacts: pd.DataFrame) -> pd.DataFrame:
     """Beacon scores per (host, app, remote_address) pair from its flow windows over the look-back.
 
-    ``contacts`` has the pair keys, ``first_seen`` (epoch s) and ``bytes`` (both ways) per window.
+    ``contacts`` has the pair keys, ``first_seen`` (epoch s), ``bytes`` (both ways) and ``sent`` per
+    window; ``sent_total`` in the result is the pair's bytes sent over them all.
     Returns one row per pair (index: the pair keys) with ``beacon_score`` in [0, 1], the median
     ``beacon_interval`` (s) and ``beacon_contacts``. After RITA: the score is the mean of a timing
     score and a size score. Timing: the tightness of the intervals (1 - 2 x their MAD / median,
@@ -347,6 +380,7 @@ def beacon_scores(contacts: pd.DataFrame) -> pd.DataFrame:
             **{key: ordered[key].to_numpy() for key in keys},
             "interval": interval.to_numpy(dtype="float64"),
             "size": ordered["bytes"].to_numpy(dtype="float64"),
+            "sent": ordered["sent"].to_numpy(dtype="float64"),
         }
     )
     grouped = frame.groupby(keys, sort=False)
@@ -386,6 +420,7 @@ def beacon_scores(contacts: pd.DataFrame) -> pd.DataFrame:
             "beacon_score": score.astype("float64"),
             "beacon_interval": iq[0.5].fillna(0.0),
             "beacon_contacts": (count + 1).astype("int64"),
+            "sent_total": grouped["sent"].sum(),
         }
     )
 
@@ -399,6 +434,7 @@ def contacts_of(windows: pd.DataFrame) -> pd.DataFrame:
             "remote_address": windows["remote_address"],
             "first_seen": windows["first_seen"],
             "bytes": windows["bytes_sent"] + windows["bytes_received"],
+            "sent": windows["bytes_sent"],
         }
     )
 
@@ -421,7 +457,7 @@ def featurize(
     log_received = np.log1p(received)
     group = [windows["host"], windows["app"], windows["window_start"]]
     fanout_addresses = windows.groupby(group, sort=False)["remote_address"].transform("nunique")
-    fanout_ports = windows.groupby(group, sort=False)["remote_port"].transform("nunique")
+    fanout_ports = windows.groupby(group, sort=False)["service_port"].transform("nunique")
     process_connections = windows.groupby(group, sort=False)["connections"].transform("sum")
 
     known = windows["host"].isin(profile.known_hosts).to_numpy()
@@ -458,6 +494,9 @@ def featurize(
     host_scale = profile.host_volume["sent_scale"].to_numpy()[safe_host]
     host_sent_deviation = np.where(host_known, (host_window_sent.to_numpy() - host_median) / host_scale, 0.0)
 
+    external = is_external(windows["remote_address"])
+    destination_rarity = _rarity(hosts, _count_lookup(profile.destination_hosts, [windows["remote_address"]]))
+    process_rarity = _rarity(hosts, _count_lookup(profile.app_hosts, [windows["app"]]))
     contacts = contacts_of(windows)
     if history is not None and not history.empty:
         contacts = pd.concat([contacts_of(history), contacts], ignore_index=True)
@@ -473,23 +512,34 @@ def featurize(
             "fanout_addresses": np.log1p(fanout_addresses.astype("float64")),
             "fanout_ports": np.log1p(fanout_ports.astype("float64")),
             "process_connections": np.log1p(process_connections.astype("float64")),
-            "external": is_external(windows["remote_address"]),
-            "destination_rarity": _rarity(
-                hosts, _count_lookup(profile.destination_hosts, [windows["remote_address"]])
-            ),
+            "external": external,
+            "destination_rarity": destination_rarity,
             "pair_rarity": _rarity(
                 hosts, _count_lookup(profile.pair_hosts, [windows["app"], windows["remote_address"]])
             ),
             "port_rarity": _rarity(
-                hosts, _count_lookup(profile.port_hosts, [windows["protocol"], windows["remote_port"]])
+                hosts,
+                _count_lookup(
+                    profile.port_hosts, [windows["protocol"], windows["direction"], windows["service_port"]]
+                ),
             ),
-            "process_rarity": _rarity(hosts, _count_lookup(profile.app_hosts, [windows["app"]])),
+            "port_external_rarity": _rarity(
+                hosts,
+                _count_lookup(
+                    profile.port_external_hosts,
+                    [windows["protocol"], windows["direction"], windows["service_port"], external],
+                ),
+            ),
+            "process_rarity": process_rarity,
+            "joint_rarity": np.minimum(process_rarity, destination_rarity),
             "new_for_host": new_for_host,
             "hour_rarity": hour_rarity,
             "app_sent_deviation": app_sent_deviation,
             "app_received_deviation": app_received_deviation,
             "host_sent_deviation": host_sent_deviation,
             "beacon_score": beacon["beacon_score"].fillna(0.0).to_numpy(),
+            "pair_sent_total": np.log1p(beacon["sent_total"].fillna(0.0).to_numpy()),
+            "pair_windows": np.log1p(beacon["beacon_contacts"].fillna(0).to_numpy().astype("float64")),
             # context for explanations, not features
             "beacon_interval": beacon["beacon_interval"].fillna(0.0).to_numpy(),
             "beacon_contacts": beacon["beacon_contacts"].fillna(0).to_numpy(),

@@ -6,7 +6,8 @@ SELECT f.window_start, f.window_seconds, f.pid, f.process_name, f.process_path, 
        f.last_seen, f.community_id, f.cmdline
 FROM flows f
 JOIN alert_windows w ON w.alert_id = %(alert_id)s AND f.window_start = w.window_start
-     AND f.remote_address = w.remote_address AND f.remote_port = w.remote_port
+     AND f.remote_address = w.remote_address AND f.direction = w.direction
+     AND (CASE WHEN f.direction = 'inbound' THEN f.local_port ELSE f.remote_port END) = w.service_port
      AND f.protocol = w.protocol AND f.process_path = w.process_path
 WHERE f.host_id = %(host_id)s
   AND f.window_start BETWEEN %(first_window)s AND %(last_window)s

@@ -1,2 +1,2 @@
 COPY alert_windows_stage (alert_id, window_start, app, process_path, protocol, remote_address,
-                          remote_port, direction, bytes_sent, bytes_received, connections, score) FROM STDIN
+                          service_port, direction, bytes_sent, bytes_received, connections, score) FROM STDIN

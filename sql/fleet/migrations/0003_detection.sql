@@ -68,7 +68,7 @@ CREATE TABLE alerts (
     username text NOT NULL,
     protocol text,                        -- NULL for fan-out alerts (many destinations)
     remote_address inet,
-    remote_port integer,
+    service_port integer,                 -- the remote port outbound, the local port inbound
     destinations integer NOT NULL,
     first_window bigint NOT NULL,         -- epoch s
     last_window bigint NOT NULL,          -- epoch s
@@ -98,13 +98,14 @@ CREATE TABLE alert_windows (
     process_path text NOT NULL,
     protocol text NOT NULL,
     remote_address inet NOT NULL,
-    remote_port integer NOT NULL,
+    service_port integer NOT NULL,        -- the remote port outbound, the local port inbound
     direction text NOT NULL,
     bytes_sent bigint NOT NULL,
     bytes_received bigint NOT NULL,
     connections bigint NOT NULL,
     score double precision NOT NULL,
-    PRIMARY KEY (alert_id, window_start, app, process_path, protocol, remote_address, remote_port, direction)
+    PRIMARY KEY (alert_id, window_start, app, process_path, protocol, remote_address, service_port,
+                 direction)
 );
 
 -- Analyst API tokens: only the sha256 is stored.
