@@ -162,6 +162,7 @@ def train_and_register(
             folds=settings.training_folds,
             known_normal=known_normal,
             known_bad=known_bad,
+            lookback_seconds=settings.beacon_lookback_seconds,
         )
     except models.TrainingError as exc:
         raise DetectionError(str(exc)) from None
@@ -439,7 +440,7 @@ def score_pending(
                 "detect_rows_history",
                 {
                     "host_ids": hosts,
-                    "since": low - settings.beacon_lookback_seconds,
+                    "since": low - model.lookback_seconds,
                     "before": high + 1,
                     "addresses": addresses,
                     "batch_ids": ids,

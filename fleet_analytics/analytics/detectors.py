@@ -12,8 +12,14 @@ Registry (:data:`DETECTORS`):
   PyOD's own ``decision_function`` recomputes the ECDFs over the training data *plus the batch being
   scored*, so a window's score moves with its batch; here it does not. A test checks that on the
   training data the ranking equals PyOD's.
-- ``ensemble``: the mean of the members' scores, each standardised by its own training scores (PyOD's
-  ``standardizer`` then ``average``); members ``iforest``, ``hbos`` and ``ecod`` unless given.
+- ``tailmax``: ours: the most surprising single feature, -log10 of its right-tail probability
+  among training windows (the features are oriented so that high is unusual).
+- ``ensemble``: the members' scores, each standardised by its own training scores (PyOD's
+  ``standardizer``), combined by their maximum (``maximization``, the default) or mean
+  (``average``); members ``iforest``, ``ecod`` and ``tailmax`` unless given. Isolation Forest sees
+  combinations, ECOD the sum of many mild tails, tailmax one extreme value (which Isolation Forest
+  cannot split on when the feature was constant in training). docs/detection.md has the evaluation
+  behind this choice.
 """
 
 from __future__ import annotations
@@ -186,6 +192,21 @@ class COPODDetector(_TailDetector):
         return np.maximum(skewed, (left + right) / 2.0)
 
 
+class TailMaxDetector(_TailDetector):
+    """The single most surprising feature: max over features of -log10 P(train >= x). Our features
+    are oriented so that high is unusual; one value beyond everything seen in training (a binary and
+    a destination both new to the fleet) scores as high as it can, however ordinary the rest."""
+
+    name = "tailmax"
+
+    def _raw_scores(self, X: Matrix) -> Vector:
+        _left, right = self.tails_.left_right(X)
+        return np.asarray(right.max(axis=1) / np.log(10.0), dtype=np.float64)
+
+    def _combine(self, left: Matrix, right: Matrix, skewed: Matrix) -> Matrix:  # pragma: no cover - unused
+        return right
+
+
 @dataclass
 class _Member:
     detector: _Base
@@ -198,30 +219,42 @@ class EnsembleDetector(_Base):
     name = "ensemble"
 
     def __init__(
-        self, *, contamination: float, members: tuple[str, ...] = ("iforest", "hbos", "ecod")
+        self,
+        *,
+        contamination: float,
+        members: tuple[str, ...] = ("iforest", "ecod", "tailmax"),
+        combine: str = "max",
     ) -> None:
         super().__init__(contamination=contamination)
         unknown = [name for name in members if name not in SINGLE]
         if unknown or not members:
             raise DetectorError(f"ensemble members {list(members)}: choose from {sorted(SINGLE)}")
-        self.params = {"members": list(members)}
+        if combine not in ("mean", "max"):
+            raise DetectorError(f"ensemble combine {combine!r}: use mean or max")
+        self.combine = combine
+        self.params = {"members": list(members), "combine": combine}
         self.members_ = [_Member(SINGLE[name](contamination=contamination)) for name in members]
 
+    def _combined(self, standardised: list[Vector]) -> Vector:
+        stacked = np.vstack(standardised)
+        return np.asarray(
+            stacked.max(axis=0) if self.combine == "max" else stacked.mean(axis=0), dtype=np.float64
+        )
+
     def _raw_fit(self, X: Matrix) -> Vector:
-        total = np.zeros(X.shape[0])
+        standardised = []
         for member in self.members_:
             member.detector.fit(X)
             scores = member.detector.decision_scores_
             member.mean = float(scores.mean())
             member.std = float(scores.std()) or 1.0
-            total += (scores - member.mean) / member.std
-        return total / len(self.members_)
+            standardised.append((scores - member.mean) / member.std)
+        return self._combined(standardised)
 
     def _raw_scores(self, X: Matrix) -> Vector:
-        total = np.zeros(X.shape[0])
-        for member in self.members_:
-            total += (member.detector.decision_function(X) - member.mean) / member.std
-        return total / len(self.members_)
+        return self._combined(
+            [(member.detector.decision_function(X) - member.mean) / member.std for member in self.members_]
+        )
 
 
 SINGLE: Final[dict[str, Callable[..., _Base]]] = {
@@ -229,6 +262,7 @@ SINGLE: Final[dict[str, Callable[..., _Base]]] = {
     "hbos": HBOSDetector,
     "ecod": ECODDetector,
     "copod": COPODDetector,
+    "tailmax": TailMaxDetector,
 }
 DETECTORS: Final[dict[str, Callable[..., _Base]]] = {**SINGLE, "ensemble": EnsembleDetector}
 DEFAULT_DETECTOR: Final = "iforest"

@@ -41,8 +41,9 @@ Feature list (:data:`FEATURES`):
   analysis: Bowley skew and median absolute deviation of the intervals and of the sizes, and the
   number of contacts).
 - ``pair_sent_total``: log1p of the bytes the host's application sent to the address over the
-  look-back and this window (slow exfiltration adds up).
-- ``pair_windows``: log1p of the windows in which the pair was in contact over the look-back.
+  look-back ending with this window (slow exfiltration adds up); causal, so training and scoring see
+  the same span.
+- ``pair_windows``: log1p of the flow windows of the pair over the same span.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ UNIT_KEYS: Final = (
     "direction",
 )
 PAIR_KEYS: Final = ("host", "app", "remote_address")
+DEFAULT_LOOKBACK: Final = 86400  # seconds of history the look-back features read
 BEACON_MIN_INTERVALS: Final = 4  # fewer intervals than this: no beacon score (0)
 BEACON_FULL_INTERVALS: Final = 20  # the count term reaches 1 at this many intervals
 SCALE_FLOOR: Final = 0.5  # least robust scale (log units) for deviations: keeps tiny MADs from exploding
@@ -425,10 +427,30 @@ def beacon_scores(contacts: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def pair_rolling(contacts: pd.DataFrame, lookback_seconds: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each contact row: the pair's bytes sent and contact rows over ``(window_start - lookback,
+    window_start]``, counting only rows at or before it (causal, so training and scoring agree)."""
+    codes = contacts.groupby(list(PAIR_KEYS), sort=False).ngroup().to_numpy(dtype=np.int64)
+    starts = contacts["window_start"].to_numpy(dtype=np.int64)
+    order = np.lexsort((starts, codes))
+    span = np.int64(1) << 34  # window starts are epoch seconds, far below 2**34
+    keys = codes[order] * span + starts[order]
+    sent = contacts["sent"].to_numpy(dtype=np.float64)[order]
+    cumulative = np.concatenate([[0.0], np.cumsum(sent)])
+    last = np.searchsorted(keys, keys, side="right")  # rows up to and including this window start
+    first = np.searchsorted(keys, keys - lookback_seconds, side="right")
+    totals = np.empty(len(keys))
+    counts = np.empty(len(keys))
+    totals[order] = cumulative[last] - cumulative[first]
+    counts[order] = (last - first).astype(np.float64)
+    return totals, counts
+
+
 def contacts_of(windows: pd.DataFrame) -> pd.DataFrame:
     """The (pair, first_seen, bytes) frame :func:`beacon_scores` reads, from flow windows."""
     return pd.DataFrame(
         {
+            "window_start": windows["window_start"],
             "host": windows["host"],
             "app": windows["app"],
             "remote_address": windows["remote_address"],
@@ -440,13 +462,18 @@ def contacts_of(windows: pd.DataFrame) -> pd.DataFrame:
 
 
 def featurize(
-    windows: pd.DataFrame, profile: Profile, *, history: pd.DataFrame | None = None
+    windows: pd.DataFrame,
+    profile: Profile,
+    *,
+    history: pd.DataFrame | None = None,
+    lookback_seconds: int = DEFAULT_LOOKBACK,
 ) -> pd.DataFrame:
     """The feature matrix (columns :data:`FEATURES`, then the :data:`CONTEXT` columns explanations
     quote; float64, the index of ``windows``).
 
     ``windows`` are flow windows (:func:`flow_windows`); ``history`` holds earlier flow windows of the
-    same pairs for the beaconing look-back (``None``: the windows alone).
+    same pairs, at least ``lookback_seconds`` of them, for the look-back features (``None``: the
+    windows alone). Only history within the look-back of the earliest window is used.
     """
     if windows.empty:
         return pd.DataFrame({name: pd.Series(dtype="float64") for name in (*FEATURES, *CONTEXT)})
@@ -499,7 +526,12 @@ def featurize(
     process_rarity = _rarity(hosts, _count_lookup(profile.app_hosts, [windows["app"]]))
     contacts = contacts_of(windows)
     if history is not None and not history.empty:
-        contacts = pd.concat([contacts_of(history), contacts], ignore_index=True)
+        since = int(windows["window_start"].min()) - lookback_seconds
+        starts = history["window_start"]
+        earlier = history[(starts > since) & (starts <= windows["window_start"].max())]
+        contacts = pd.concat([contacts_of(earlier), contacts], ignore_index=True)
+    pair_sent, pair_count = pair_rolling(contacts, lookback_seconds)
+    current = slice(len(contacts) - len(windows), len(contacts))
     beacons = beacon_scores(contacts)
     beacon = windows[list(PAIR_KEYS)].merge(beacons, left_on=list(PAIR_KEYS), right_index=True, how="left")
 
@@ -538,8 +570,8 @@ def featurize(
             "app_received_deviation": app_received_deviation,
             "host_sent_deviation": host_sent_deviation,
             "beacon_score": beacon["beacon_score"].fillna(0.0).to_numpy(),
-            "pair_sent_total": np.log1p(beacon["sent_total"].fillna(0.0).to_numpy()),
-            "pair_windows": np.log1p(beacon["beacon_contacts"].fillna(0).to_numpy().astype("float64")),
+            "pair_sent_total": np.log1p(pair_sent[current]),
+            "pair_windows": np.log1p(pair_count[current]),
             # context for explanations, not features
             "beacon_interval": beacon["beacon_interval"].fillna(0.0).to_numpy(),
             "beacon_contacts": beacon["beacon_contacts"].fillna(0).to_numpy(),

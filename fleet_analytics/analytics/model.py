@@ -27,7 +27,14 @@ import numpy as np
 import pandas as pd
 
 from fleet_analytics.analytics.detectors import Detector, FrozenTails, make_detector
-from fleet_analytics.analytics.features import FEATURES, UNIT_KEYS, Profile, featurize, fit_profile
+from fleet_analytics.analytics.features import (
+    DEFAULT_LOOKBACK,
+    FEATURES,
+    UNIT_KEYS,
+    Profile,
+    featurize,
+    fit_profile,
+)
 
 ARTIFACT_FORMAT: Final = 1
 TAIL_SAMPLE: Final = 20_000  # training feature rows kept for explanations
@@ -53,6 +60,7 @@ class Model:
     tails: FrozenTails
     training: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
+    lookback_seconds: int = DEFAULT_LOOKBACK
 
     @property
     def threshold(self) -> float:
@@ -60,7 +68,7 @@ class Model:
 
     def score(self, windows: pd.DataFrame, *, history: pd.DataFrame | None = None) -> pd.DataFrame:
         """``windows`` with the feature columns, ``score`` and ``anomalous`` added."""
-        features = featurize(windows, self.profile, history=history)
+        features = featurize(windows, self.profile, history=history, lookback_seconds=self.lookback_seconds)
         scores = self.detector.decision_function(features[list(self.features)].to_numpy())
         out = pd.concat([windows, features], axis=1)
         out["score"] = scores
@@ -88,8 +96,11 @@ def fold_of(window_start: pd.Series, folds: int) -> pd.Series:
     return ((window_start - low) // span).clip(upper=folds - 1).astype("int64")
 
 
-def training_features(windows: pd.DataFrame, *, folds: int) -> pd.DataFrame:
-    """Out-of-sample features of spans 1..folds-1 (column ``fold`` says which), index of ``windows``."""
+def training_features(
+    windows: pd.DataFrame, *, folds: int, lookback_seconds: int = DEFAULT_LOOKBACK
+) -> pd.DataFrame:
+    """Out-of-sample features of spans 1..folds-1 (column ``fold`` says which), index of ``windows``;
+    each span's look-back history is the ``lookback_seconds`` before it, as when scoring."""
     fold = fold_of(windows["window_start"], folds)
     parts = []
     for index in range(1, folds):
@@ -99,8 +110,11 @@ def training_features(windows: pd.DataFrame, *, folds: int) -> pd.DataFrame:
         earlier = windows[fold < index]
         if earlier.empty:
             continue
-        previous = windows[fold == index - 1]
-        features = featurize(current, fit_profile(earlier), history=previous)
+        begin = int(current["window_start"].min())
+        previous = earlier[earlier["window_start"] >= begin - lookback_seconds]
+        features = featurize(
+            current, fit_profile(earlier), history=previous, lookback_seconds=lookback_seconds
+        )
         features["fold"] = index
         parts.append(features)
     if not parts:
@@ -123,6 +137,7 @@ def train(
     known_normal_weight: int = 20,
     known_bad: pd.DataFrame | None = None,
     seed: int = 0,
+    lookback_seconds: int = DEFAULT_LOOKBACK,
 ) -> Model:
     """A model fitted on flow windows (:func:`~fleet_analytics.analytics.features.flow_windows`).
 
@@ -135,7 +150,7 @@ def train(
         raise TrainingError("no flow windows in the training period: ingest traffic first")
     if known_bad is not None and not known_bad.empty:
         windows = windows[~_key_index(windows).isin(_key_index(known_bad))]
-    features = training_features(windows, folds=folds)
+    features = training_features(windows, folds=folds, lookback_seconds=lookback_seconds)
     last = int(features["fold"].max())
     fit_rows = features[features["fold"] < last]
     check_rows = features[features["fold"] == last]
@@ -174,6 +189,7 @@ def train(
         profile=fit_profile(windows),
         detector=model_detector,
         tails=FrozenTails(sample),
+        lookback_seconds=lookback_seconds,
         training={
             "windows": len(windows),
             "fitted_windows": len(fit_rows),
