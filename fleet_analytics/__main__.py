@@ -439,13 +439,18 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
         else args.datasets.split(",")
     )
     for name in names:
-        result = evaluate_dataset(name, detector=config.detector, seed=args.seeds[0])
-        report["datasets"].append(result)
-        print(
-            f"{name}: window ROC-AUC {result['window_roc_auc']} PR-AUC {result['window_pr_auc']}; "
-            f"flow ROC-AUC {result['flow_roc_auc']} PR-AUC {result['flow_pr_auc']}",
-            file=sys.stderr,
+        result = evaluate_dataset(
+            name, detector=config.detector, contamination=args.dataset_contamination, seed=args.seeds[0]
         )
+        report["datasets"].append(result)
+        for protocol, figures in result["protocols"].items():
+            line = (
+                f"skipped: {figures['skipped']}"
+                if "skipped" in figures
+                else f"window ROC-AUC {figures['window_roc_auc']} PR-AUC {figures['window_pr_auc']}; "
+                f"flow ROC-AUC {figures['flow_roc_auc']} PR-AUC {figures['flow_pr_auc']}"
+            )
+            print(f"{name} ({protocol}): {line}", file=sys.stderr)
     print(json.dumps(report, indent=2, default=str))
     return 0
 
@@ -538,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine.add_argument("--since-hours", type=float, default=24.0)
     train = commands.add_parser("train", help="train a model on recent flows now, and register it")
     train.add_argument("--days", type=float, default=None, help="training period (FLEET_TRAINING_DAYS)")
-    train.add_argument("--detector", default=None, help="iforest, hbos, ecod, copod or ensemble")
+    train.add_argument("--detector", default=None, help="iforest, hbos, ecod, copod, tailmax or ensemble")
     train.add_argument("--contamination", type=float, default=None, help="(FLEET_CONTAMINATION)")
     train.add_argument(
         "--promote",
@@ -587,6 +592,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--datasets", default="all", help="all, none, or comma-separated dataset names")
     evaluate.add_argument("--detector", default=None, help="(FLEET_DETECTOR)")
     evaluate.add_argument("--contamination", type=float, default=None, help="(FLEET_CONTAMINATION)")
+    evaluate.add_argument(
+        "--dataset-contamination",
+        type=float,
+        default=0.01,
+        help="contamination for the public datasets' detectors (sets only their threshold)",
+    )
     token = commands.add_parser("token", help="analyst API tokens: create, list, revoke")
     token_actions = token.add_subparsers(dest="action", required=True, metavar="action")
     create = token_actions.add_parser("create", help="make a token (printed once)")

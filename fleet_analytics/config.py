@@ -81,7 +81,14 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("detector", str, "iforest", help="detector for training: iforest, hbos, ecod, copod, ensemble"),
     Setting("contamination", float, 0.0005, 1e-6, 0.2, "share of training windows above the threshold"),
     Setting("training_days", float, 7.0, 0.05, 90.0, "length of the training period, ending now"),
-    Setting("training_folds", int, 7, 3, 60, "spans the training period is cut into (profile, fit, check)"),
+    Setting(
+        "training_folds",
+        int,
+        7,
+        3,
+        60,
+        "spans the training period is cut into (cross-fitted, then one to check)",
+    ),
     Setting("retrain_hour", int, 2, 0, 23, "UTC hour of the nightly retraining (Celery beat)"),
     Setting(
         "auto_promote", bool, True, help="promote a retrained model whose check passes; else a candidate"

@@ -23,7 +23,9 @@ from fleet_analytics.analytics.features import (
     FEATURES,
     ROW_COLUMNS,
     FeatureError,
+    app_key,
     beacon_scores,
+    binary_key,
     featurize,
     fit_profile,
     flow_windows,
@@ -132,10 +134,62 @@ def test_flow_windows_sum_rows_of_one_destination() -> None:
     )
     windows = flow_windows(frame)
     assert len(windows) == 3
-    pair = windows[(windows["service_port"] == 443) & (windows["app"] == "aa" * 32)].iloc[0]
+    pair = windows[(windows["service_port"] == 443) & (windows["app"] == "/usr/lib/firefox/firefox")].iloc[0]
     assert (pair["bytes_sent"], pair["bytes_received"], pair["rows"]) == (300, 30, 2)
     assert (pair["first_seen"], pair["last_seen"]) == (START + 2, START + 40)
-    assert set(windows["app"]) == {"aa" * 32, "/tmp/x"}
+    assert set(windows["app"]) == {"/usr/lib/firefox/firefox", "/tmp/x"}
+
+
+def test_an_application_keeps_its_identity_across_versions_and_users() -> None:
+    paths = pd.Series(
+        [
+            "/snap/firefox/6015/usr/lib/firefox/firefox",
+            "/snap/firefox/5751/usr/lib/firefox/firefox",
+            "/home/ann/.dropbox-dist/dropbox-lnx.x86_64-195.4.4995/dropbox",
+            "/home/bob/.dropbox-dist/dropbox-lnx.x86_64-201.3.7512/dropbox",
+            "C:\\Users\\eve\\AppData\\Local\\Slack\\app-4.41.105\\slack.exe",
+            "/tmp/tool1",
+            "/tmp/tool2",
+            "",
+            "",
+        ]
+    )
+    hashes = pd.Series(["a" * 64, "b" * 64, "c" * 64, "d" * 64, "e" * 64, "1" * 64, "2" * 64, "f" * 64, ""])
+    apps = app_key(hashes, paths).tolist()
+    assert apps[0] == apps[1] == "/snap/firefox/*/usr/lib/firefox/firefox"
+    assert apps[2] == apps[3] == "~/.dropbox-dist/dropbox-lnx.x86_64-*/dropbox"
+    assert apps[4] == "~\\AppData\\Local\\Slack\\app-*\\slack.exe"
+    assert apps[5:7] == ["/tmp/tool1", "/tmp/tool2"]  # digits that are no version stay
+    assert apps[7:] == ["f" * 64, "unknown"]  # no path: the hash, else unknown
+    binaries = binary_key(hashes, paths).tolist()
+    assert binaries[0] != binaries[1]  # the binaries stay apart
+    assert binaries[8] == "unknown"
+
+
+def test_a_new_version_of_a_known_application_is_a_new_binary_but_no_new_pair() -> None:
+    training = flow_windows(
+        rows(
+            [
+                {"host": host, "process_path": "/snap/firefox/5751/usr/lib/firefox/firefox"}
+                for host in range(1, 11)
+            ]
+        )
+    )
+    profile = fit_profile(training)
+    update = flow_windows(
+        rows(
+            [
+                {
+                    "host": 3,
+                    "process_path": "/snap/firefox/6015/usr/lib/firefox/firefox",
+                    "process_sha256": "9" * 64,
+                }
+            ]
+        )
+    )
+    features = featurize(update, profile)
+    assert features["pair_rarity"].iloc[0] < 0.1  # the application talked to it on every host
+    assert features["process_rarity"].iloc[0] == pytest.approx(1.0)  # the binary is new
 
 
 def test_inbound_flows_are_keyed_by_the_local_service_port() -> None:
@@ -181,10 +235,13 @@ def test_profile_rarity_and_host_novelty() -> None:
     assert not features.isna().any().any()
     common, new, new_host = features.itertuples(index=False)
     assert common.destination_rarity == pytest.approx(0.0, abs=0.1)
-    assert new.destination_rarity == pytest.approx(math.log(11))
+    assert new.destination_rarity == pytest.approx(1.0)  # never seen, whatever the number of hosts
     assert new.new_for_host == 1.0 and common.new_for_host == 0.0
     assert new_host.new_for_host == 0.0  # unknown host: neutral, not "everything is new"
     assert new.external == 1.0
+    # the scale does not depend on the fleet's size: training spans may see fewer hosts than scoring
+    small = featurize(probe, fit_profile(flow_windows(fleet(hosts=3, days=1))))
+    assert small["destination_rarity"].iloc[1] == pytest.approx(new.destination_rarity)
 
 
 def test_fanout_counts_distinct_destinations_per_process_window() -> None:
@@ -331,7 +388,7 @@ def test_artifact_round_trip_and_refusals(trained: tuple[models.Model, pd.DataFr
 
 def test_known_normal_windows_lower_their_scores() -> None:
     windows = flow_windows(fleet(hosts=12, days=3))
-    odd = windows.index[(windows["app"] == "cc" * 32) & (windows["host"] == 2)][::10]
+    odd = windows.index[(windows["process_sha256"] == "cc" * 32) & (windows["host"] == 2)][::10]
     windows.loc[odd, "bytes_sent"] = 30_000_000  # an unusual but judged-normal backup pattern
     plain = models.train(windows, contamination=0.01, folds=3)
     judged = models.train(windows, contamination=0.01, folds=3, known_normal=windows.loc[odd])

@@ -149,6 +149,12 @@ class IForestDetector(_PyOD):
         merged = {"n_estimators": 100, "max_samples": 256, "random_state": 0, "n_jobs": 1, **params}
         super().__init__(contamination=contamination, factory=IForest, params=merged)
 
+    def _raw_fit(self, X: Matrix) -> Vector:
+        wanted = self.params["max_samples"]
+        if isinstance(wanted, int):
+            self.model_.max_samples = min(wanted, X.shape[0])  # as sklearn would, without its warning
+        return super()._raw_fit(X)
+
 
 class HBOSDetector(_PyOD):
     name = "hbos"
@@ -164,16 +170,29 @@ class _TailDetector(_Base):
         if params:
             raise DetectorError(f"{self.name} takes no parameters, got {sorted(params)}")
         self.params: dict[str, Any] = {}
+        self._given_tails: FrozenTails | None = None
+
+    def fit_with_tails(self, X: Any, tails: FrozenTails) -> _TailDetector:
+        """:meth:`fit`, reusing ``tails`` already fitted on the same ``X`` (ensemble members share)."""
+        self._given_tails = tails
+        try:
+            self.fit(X)
+        finally:
+            self._given_tails = None
+        return self
 
     def _raw_fit(self, X: Matrix) -> Vector:
-        self.tails_ = FrozenTails(X)
+        self.tails_ = self._given_tails or FrozenTails(X)
         return self._raw_scores(X)
 
     def _combine(self, left: Matrix, right: Matrix, skewed: Matrix) -> Matrix:
         raise NotImplementedError
 
     def _raw_scores(self, X: Matrix) -> Vector:
-        left, right = self.tails_.left_right(X)
+        return self.scores_from(*self.tails_.left_right(X))
+
+    def scores_from(self, left: Matrix, right: Matrix) -> Vector:
+        """The scores given the tails (:meth:`FrozenTails.left_right`), which members share."""
         skewed = self.tails_.skew_corrected(left, right)
         return np.asarray(self._combine(left, right, skewed).sum(axis=1), dtype=np.float64)
 
@@ -199,8 +218,7 @@ class TailMaxDetector(_TailDetector):
 
     name = "tailmax"
 
-    def _raw_scores(self, X: Matrix) -> Vector:
-        _left, right = self.tails_.left_right(X)
+    def scores_from(self, left: Matrix, right: Matrix) -> Vector:
         return np.asarray(right.max(axis=1) / np.log(10.0), dtype=np.float64)
 
     def _combine(self, left: Matrix, right: Matrix, skewed: Matrix) -> Matrix:  # pragma: no cover - unused
@@ -243,8 +261,18 @@ class EnsembleDetector(_Base):
 
     def _raw_fit(self, X: Matrix) -> Vector:
         standardised = []
+        shared: FrozenTails | None = None
         for member in self.members_:
-            member.detector.fit(X)
+            detector = member.detector
+            if isinstance(detector, _TailDetector):
+                # the same training data: the same tails, fitted and kept once
+                if shared is None:
+                    detector.fit(X)
+                    shared = detector.tails_
+                else:
+                    detector.fit_with_tails(X, shared)
+            else:
+                detector.fit(X)
             scores = member.detector.decision_scores_
             member.mean = float(scores.mean())
             member.std = float(scores.std()) or 1.0
@@ -252,9 +280,19 @@ class EnsembleDetector(_Base):
         return self._combined(standardised)
 
     def _raw_scores(self, X: Matrix) -> Vector:
-        return self._combined(
-            [(member.detector.decision_function(X) - member.mean) / member.std for member in self.members_]
-        )
+        tails: dict[int, tuple[Matrix, Matrix]] = {}  # the tails of X, computed once per FrozenTails
+        standardised = []
+        for member in self.members_:
+            detector = member.detector
+            if isinstance(detector, _TailDetector):
+                key = id(detector.tails_)
+                if key not in tails:
+                    tails[key] = detector.tails_.left_right(X)
+                scores = detector.scores_from(*tails[key])
+            else:
+                scores = detector.decision_function(X)
+            standardised.append((scores - member.mean) / member.std)
+        return self._combined(standardised)
 
 
 SINGLE: Final[dict[str, Callable[..., _Base]]] = {

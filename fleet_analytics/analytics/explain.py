@@ -130,13 +130,14 @@ def reason_text(
     if feature == "pair_windows":
         count = round(float(np.expm1(float(context.get("pair_windows", 0.0)))))
         return f"in contact with this destination in {count} windows of the look-back"
+    binary = str(window.get("process_sha256") or "") or str(window.get("process_path") or "") or "unknown"
     if feature == "process_rarity":
-        seen = _seen(profile.app_hosts, app)
+        seen = _seen(profile.binary_hosts, binary)
         sha = str(window.get("process_sha256") or "")
         what = f"executable {window.get('process_path') or '?'}" + (f" (sha256 {sha[:12]}…)" if sha else "")
         return _hosts_phrase(seen, hosts, what)
     if feature == "joint_rarity":
-        seen = _seen(profile.app_hosts, app)
+        seen = _seen(profile.binary_hosts, binary)
         destination = _seen(profile.destination_hosts, window["remote_address"])
         return (
             f"a rare executable (on {seen} of {hosts} hosts) talking to a rare destination "

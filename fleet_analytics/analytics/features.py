@@ -1,9 +1,11 @@
 """Feature vectors per flow window: pure, vectorised pandas over DataFrames, no database.
 
-The unit scored is a **flow window**: one host, one window, one application (the executable's sha256,
-or its path when the hash is unknown), one peer (protocol, remote address), one service port and a
-direction. The service port is the remote port of an outbound flow and the local port of an inbound
-one: a server's clients come from ever-new ephemeral ports, which say nothing. The endpoint's rows
+The unit scored is a **flow window**: one host, one window, one application (:func:`app_key`: the
+executable's path with the user's home and version numbers generalised, so that an update or another
+user's copy is the same application; its sha256 is what identifies the *binary*), one peer (protocol,
+remote address), one service port and a direction. The service port is the remote port of an
+outbound flow and the local port of an inbound one: a server's clients come from ever-new ephemeral
+ports, which say nothing. The endpoint's rows
 are finer (one per pid and local port); :func:`flow_windows` sums them.
 
 Every feature is oriented so that larger means more unusual, except where noted; the detector sees
@@ -23,13 +25,17 @@ Feature list (:data:`FEATURES`):
 - ``process_connections``: log1p of that host and application's connections in the window.
 - ``external``: 1 when the destination is outside the private, loopback, link-local and multicast
   ranges (:func:`is_internal_address`), else 0.
-- ``destination_rarity``: log((H + 1) / (h + 1)), h hosts of H that contacted the address.
+- ``destination_rarity``: log((H + 1) / (h + 1)) / log(H + 1), h hosts of H that contacted the
+  address: 0 when every host did, 1 when none did. Divided by log(H + 1) so that "never seen" is 1
+  whatever the number of hosts in the profile: training features come from profiles of earlier
+  spans, which may hold fewer hosts (a weekend with only the servers up) than the final profile.
 - ``pair_rarity``: the same for the (application, address) pair.
 - ``port_rarity``: the same for (protocol, direction, service port).
 - ``port_external_rarity``: the same for (protocol, direction, service port, external): DNS or SMB to
   the Internet is rare where DNS and SMB to internal servers are everyday.
-- ``process_rarity``: the same for the application (a new binary has the largest value).
-- ``joint_rarity``: the lesser of the destination's and the application's rarity: high only when a
+- ``process_rarity``: the same for the executable binary (:func:`binary_key`: its sha256), so a
+  binary new to the fleet has the largest value.
+- ``joint_rarity``: the lesser of the destination's and the binary's rarity: high only when a
   rare executable talks to a rare destination (a new implant calling home), which no single rarity
   shows, since browsers meet rare destinations and rare tools talk to common ones all day.
 - ``new_for_host``: 1 when a known host never contacted the address in the profile (0 for new hosts).
@@ -48,7 +54,9 @@ Feature list (:data:`FEATURES`):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -130,8 +138,34 @@ class FeatureError(ValueError):
     """The input frame cannot be featurised; the message names the missing or bad columns."""
 
 
+_HOME: Final = re.compile(
+    r"^(?:/home/[^/]+|/Users/[^/]+|/root|[A-Za-z]:\\Users\\[^\\]+)(?=[/\\])", re.IGNORECASE
+)
+_VERSION: Final = re.compile(r"\d+(?:\.\d+)+|(?<=[/\\])\d+(?=[/\\]|$)")  # 1.2.3, or a segment of digits
+
+
+def generalise_path(path: str) -> str:
+    """An executable path as an application identity: the user's home becomes ``~``, and version
+    numbers (dotted, like ``4.41.105``, or a path segment of digits, like ``6015``) become ``*``, so
+    ``/snap/firefox/6015/usr/lib/firefox/firefox`` and ``/home/ann/.dropbox-dist/dropbox-lnx.x86_64-
+    195.4.4995/dropbox`` name the same application on every host and after every update. Other digits
+    stay: ``/tmp/tool1`` and ``/tmp/tool2`` are different programs."""
+    return _VERSION.sub("*", _HOME.sub("~", path))
+
+
 def app_key(process_sha256: pd.Series, process_path: pd.Series) -> pd.Series:
-    """The application a row belongs to: its executable's sha256, else its path, else ``"unknown"``."""
+    """The application a row belongs to: its executable's generalised path (:func:`generalise_path`),
+    else its sha256, else ``"unknown"``. Binary versions of one application share it (the baselines,
+    pair rarity and alerts follow the application across updates); :func:`binary_key` tells them apart."""
+    paths = pd.Series(pd.unique(process_path))
+    general = dict(zip(paths, paths.map(generalise_path), strict=True))
+    key = process_path.map(general)
+    key = key.where(key != "", process_sha256)
+    return key.where(key != "", "unknown")
+
+
+def binary_key(process_sha256: pd.Series, process_path: pd.Series) -> pd.Series:
+    """The executable binary: its sha256, else its path, else ``"unknown"``."""
     key = process_sha256.where(process_sha256 != "", process_path)
     return key.where(key != "", "unknown")
 
@@ -205,6 +239,7 @@ INTERNAL_NETWORKS: Final = tuple(
 )
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def is_internal_address(text: str) -> bool:
     """Private (RFC 1918, CGNAT, ULA), loopback, link-local, multicast or unspecified; IPv4-mapped
     IPv6 addresses are judged by their IPv4 address. Anything unparsable counts as internal."""
@@ -228,7 +263,7 @@ def is_external(addresses: pd.Series) -> pd.Series:
 
 
 def _rarity(hosts: int, seen: pd.Series) -> pd.Series:
-    return np.log((hosts + 1.0) / (seen.astype("float64") + 1.0))
+    return np.log((hosts + 1.0) / (seen.astype("float64") + 1.0)) / np.log(hosts + 1.0)
 
 
 def _count_lookup(table: pd.Series, keys: list[pd.Series]) -> pd.Series:
@@ -258,6 +293,7 @@ class Profile:
     port_hosts: pd.Series  # (protocol, direction, service_port) -> hosts
     port_external_hosts: pd.Series  # (protocol, direction, service_port, external) -> hosts
     app_hosts: pd.Series  # app -> hosts
+    binary_hosts: pd.Series  # binary (binary_key) -> hosts
     host_destinations: pd.Series  # (host, remote_address) -> windows (presence is what counts)
     app_volume: pd.DataFrame  # app -> sent_median, sent_scale, received_median, received_scale
     fleet_volume: tuple[float, float, float, float]  # the same over every window
@@ -337,6 +373,9 @@ def fit_profile(windows: pd.DataFrame) -> Profile:
             ["protocol", "direction", "service_port", "external"],
         ),
         app_hosts=_distinct_hosts(windows, ["app"]),
+        binary_hosts=windows.groupby(
+            binary_key(windows["process_sha256"], windows["process_path"]), sort=False
+        )["host"].nunique(),
         host_destinations=windows.groupby(["host", "remote_address"], sort=False).size(),
         app_volume=app_volume,
         fleet_volume=(fleet_sent[0], fleet_sent[1], fleet_received[0], fleet_received[1]),
@@ -355,6 +394,86 @@ def _bowley(q1: pd.Series, q2: pd.Series, q3: pd.Series) -> pd.Series:
     return skew.fillna(0.0).abs().clip(upper=1.0)
 
 
+def pair_codes(contacts: pd.DataFrame) -> tuple[np.ndarray, int]:
+    """A dense code per (host, app, remote_address) pair of each row, and how many pairs there are."""
+    combined = np.zeros(len(contacts), dtype=np.int64)
+    for key in PAIR_KEYS:
+        codes, uniques = pd.factorize(contacts[key], sort=False)
+        combined, _ = pd.factorize(combined * (len(uniques) + 1) + codes, sort=False)
+    count = int(combined.max()) + 1 if len(combined) else 0
+    return combined.astype(np.int64), count
+
+
+def _group_order(
+    codes: np.ndarray, values: np.ndarray, groups: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``values`` sorted within contiguous groups, each group's start and size."""
+    order = np.lexsort((values, codes))
+    sizes = np.bincount(codes, minlength=groups)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    return values[order], starts, sizes
+
+
+def _group_quantile(ordered: np.ndarray, starts: np.ndarray, sizes: np.ndarray, q: float) -> np.ndarray:
+    """Per group, the q-quantile with linear interpolation (pandas' and numpy's default); NaN when the
+    group is empty."""
+    out = np.full(len(sizes), np.nan)
+    some = sizes > 0
+    position = (sizes[some] - 1) * q
+    low = np.floor(position).astype(np.int64)
+    high = np.ceil(position).astype(np.int64)
+    base = starts[some]
+    below = ordered[base + low]
+    out[some] = below + (ordered[base + high] - below) * (position - low)
+    return out
+
+
+def _median_and_mad(codes: np.ndarray, values: np.ndarray, groups: int) -> tuple[np.ndarray, ...]:
+    """Per group: first quartile, median, third quartile and median absolute deviation."""
+    ordered, starts, sizes = _group_order(codes, values, groups)
+    q1, q2, q3 = (_group_quantile(ordered, starts, sizes, q) for q in (0.25, 0.5, 0.75))
+    deviations, _, _ = _group_order(codes, np.abs(values - q2[codes]), groups)
+    return q1, q2, q3, _group_quantile(deviations, starts, sizes, 0.5)
+
+
+def _bowley_array(q1: np.ndarray, q2: np.ndarray, q3: np.ndarray) -> np.ndarray:
+    spread = q3 - q1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        skew = np.where(spread > 0, (q1 + q3 - 2.0 * q2) / np.where(spread > 0, spread, 1.0), 0.0)
+    return np.asarray(np.clip(np.abs(np.nan_to_num(skew)), 0.0, 1.0), dtype=np.float64)
+
+
+def beacon_arrays(
+    codes: np.ndarray, first_seen: np.ndarray, size: np.ndarray, groups: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per pair code: beacon score, median interval (0 without intervals) and contacts; see
+    :func:`beacon_scores`."""
+    order = np.lexsort((first_seen, codes))
+    ordered_codes = codes[order]
+    times = first_seen[order].astype(np.float64)
+    same = ordered_codes[1:] == ordered_codes[:-1]
+    interval_codes = ordered_codes[1:][same]
+    intervals = np.diff(times)[same]
+    count = np.bincount(interval_codes, minlength=groups).astype(np.float64)
+    iq1, iq2, iq3, interval_mad = _median_and_mad(interval_codes, intervals, groups)
+    sq1, sq2, sq3, size_mad = _median_and_mad(codes, size.astype(np.float64), groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # dispersion gates each half: a random process can have symmetric intervals (low skew) and
+        # still be no beacon, so the skew and count terms only count as far as the intervals are tight
+        timing = (
+            (1.0 - np.minimum(2.0 * interval_mad / np.maximum(iq2, 1.0), 1.0))
+            * ((1.0 - _bowley_array(iq1, iq2, iq3)) + np.minimum(count / BEACON_FULL_INTERVALS, 1.0))
+            / 2.0
+        )
+        sizing = (
+            (1.0 - np.minimum(size_mad / np.maximum(sq2, 1.0), 1.0))
+            * ((1.0 - _bowley_array(sq1, sq2, sq3)) + (1.0 - np.minimum(sq2 / 65535.0, 1.0)))
+            / 2.0
+        )
+    score = np.where(count >= BEACON_MIN_INTERVALS, np.nan_to_num((timing + sizing) / 2.0), 0.0)
+    return score, np.nan_to_num(iq2), count + 1.0
+
+
 def beacon_scores(contacts: pd.DataFrame) -> pd.DataFrame:
     """Beacon scores per (host, app, remote_address) pair from its flow windows over the look-back.
 
@@ -369,68 +488,33 @@ def beacon_scores(contacts: pd.DataFrame) -> pd.DataFrame:
     by tightness keeps a random process with symmetric intervals from scoring half. Pairs with fewer
     than :data:`BEACON_MIN_INTERVALS` intervals score 0.
     """
-    keys = list(PAIR_KEYS)
-    ordered = contacts.sort_values([*keys, "first_seen"], kind="stable")
-    same_pair = np.ones(len(ordered), dtype=bool)
-    for key in keys:
-        column = ordered[key].to_numpy()
-        same_pair[1:] &= column[1:] == column[:-1]
-    same_pair[0] = False
-    interval = ordered["first_seen"].diff().where(same_pair)
-    frame = pd.DataFrame(
-        {
-            **{key: ordered[key].to_numpy() for key in keys},
-            "interval": interval.to_numpy(dtype="float64"),
-            "size": ordered["bytes"].to_numpy(dtype="float64"),
-            "sent": ordered["sent"].to_numpy(dtype="float64"),
-        }
+    codes, groups = pair_codes(contacts)
+    score, interval, contacts_count = beacon_arrays(
+        codes, contacts["first_seen"].to_numpy(), contacts["bytes"].to_numpy(), groups
     )
-    grouped = frame.groupby(keys, sort=False)
-    intervals = grouped["interval"]
-    sizes = grouped["size"]
-    count = intervals.count()
-    iq = intervals.quantile([0.25, 0.5, 0.75]).unstack()
-    sq = sizes.quantile([0.25, 0.5, 0.75]).unstack()
-    interval_median = frame[keys].merge(
-        iq[[0.5]].rename(columns={0.5: "m"}), left_on=keys, right_index=True, how="left"
-    )["m"]
-    size_median = frame[keys].merge(
-        sq[[0.5]].rename(columns={0.5: "m"}), left_on=keys, right_index=True, how="left"
-    )["m"]
-    frame["interval_dev"] = (frame["interval"] - interval_median.to_numpy()).abs()
-    frame["size_dev"] = (frame["size"] - size_median.to_numpy()).abs()
-    grouped = frame.groupby(keys, sort=False)
-    interval_mad = grouped["interval_dev"].median()
-    size_mad = grouped["size_dev"].median()
-    interval_mid = iq[0.5].clip(lower=1.0)
-    size_mid = sq[0.5].clip(lower=1.0)
-    # dispersion gates each half: a random process can have symmetric intervals (low skew) and still
-    # be no beacon, so the skew and count terms only count as far as the intervals are tight
-    timing = (
-        (1.0 - (2.0 * interval_mad / interval_mid).clip(upper=1.0))
-        * ((1.0 - _bowley(iq[0.25], iq[0.5], iq[0.75])) + (count / BEACON_FULL_INTERVALS).clip(upper=1.0))
-        / 2.0
-    )
-    sizing = (
-        (1.0 - (size_mad / size_mid).clip(upper=1.0))
-        * ((1.0 - _bowley(sq[0.25], sq[0.5], sq[0.75])) + (1.0 - (sq[0.5] / 65535.0).clip(upper=1.0)))
-        / 2.0
-    )
-    score = ((timing + sizing) / 2.0).where(count >= BEACON_MIN_INTERVALS, 0.0).fillna(0.0)
+    first = np.unique(codes, return_index=True)[1]
+    index = pd.MultiIndex.from_frame(contacts[list(PAIR_KEYS)].iloc[first].reset_index(drop=True))
     return pd.DataFrame(
         {
-            "beacon_score": score.astype("float64"),
-            "beacon_interval": iq[0.5].fillna(0.0),
-            "beacon_contacts": (count + 1).astype("int64"),
-            "sent_total": grouped["sent"].sum(),
-        }
+            "beacon_score": score,
+            "beacon_interval": interval,
+            "beacon_contacts": contacts_count.astype("int64"),
+            "sent_total": np.bincount(
+                codes, weights=contacts["sent"].to_numpy(dtype="float64"), minlength=groups
+            ),
+        },
+        index=index,
     )
 
 
-def pair_rolling(contacts: pd.DataFrame, lookback_seconds: int) -> tuple[np.ndarray, np.ndarray]:
+def pair_rolling(
+    contacts: pd.DataFrame, lookback_seconds: int, codes: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """For each contact row: the pair's bytes sent and contact rows over ``(window_start - lookback,
-    window_start]``, counting only rows at or before it (causal, so training and scoring agree)."""
-    codes = contacts.groupby(list(PAIR_KEYS), sort=False).ngroup().to_numpy(dtype=np.int64)
+    window_start]``, counting only rows at or before it (causal, so training and scoring agree).
+    ``codes``: the rows' :func:`pair_codes`, when already known."""
+    if codes is None:
+        codes, _ = pair_codes(contacts)
     starts = contacts["window_start"].to_numpy(dtype=np.int64)
     order = np.lexsort((starts, codes))
     span = np.int64(1) << 34  # window starts are epoch seconds, far below 2**34
@@ -523,17 +607,21 @@ def featurize(
 
     external = is_external(windows["remote_address"])
     destination_rarity = _rarity(hosts, _count_lookup(profile.destination_hosts, [windows["remote_address"]]))
-    process_rarity = _rarity(hosts, _count_lookup(profile.app_hosts, [windows["app"]]))
+    binaries = binary_key(windows["process_sha256"], windows["process_path"])
+    process_rarity = _rarity(hosts, _count_lookup(profile.binary_hosts, [binaries]))
     contacts = contacts_of(windows)
     if history is not None and not history.empty:
         since = int(windows["window_start"].min()) - lookback_seconds
         starts = history["window_start"]
         earlier = history[(starts > since) & (starts <= windows["window_start"].max())]
         contacts = pd.concat([contacts_of(earlier), contacts], ignore_index=True)
-    pair_sent, pair_count = pair_rolling(contacts, lookback_seconds)
+    codes, groups = pair_codes(contacts)
+    pair_sent, pair_count = pair_rolling(contacts, lookback_seconds, codes)
     current = slice(len(contacts) - len(windows), len(contacts))
-    beacons = beacon_scores(contacts)
-    beacon = windows[list(PAIR_KEYS)].merge(beacons, left_on=list(PAIR_KEYS), right_index=True, how="left")
+    beacon_score, beacon_interval, beacon_contacts = beacon_arrays(
+        codes, contacts["first_seen"].to_numpy(), contacts["bytes"].to_numpy(), groups
+    )
+    window_codes = codes[current]
 
     features = pd.DataFrame(
         {
@@ -569,12 +657,12 @@ def featurize(
             "app_sent_deviation": app_sent_deviation,
             "app_received_deviation": app_received_deviation,
             "host_sent_deviation": host_sent_deviation,
-            "beacon_score": beacon["beacon_score"].fillna(0.0).to_numpy(),
+            "beacon_score": beacon_score[window_codes],
             "pair_sent_total": np.log1p(pair_sent[current]),
             "pair_windows": np.log1p(pair_count[current]),
             # context for explanations, not features
-            "beacon_interval": beacon["beacon_interval"].fillna(0.0).to_numpy(),
-            "beacon_contacts": beacon["beacon_contacts"].fillna(0).to_numpy(),
+            "beacon_interval": beacon_interval[window_codes],
+            "beacon_contacts": beacon_contacts[window_codes],
             "fanout_address_count": fanout_addresses.to_numpy(),
             "fanout_port_count": fanout_ports.to_numpy(),
             "process_connection_count": process_connections.to_numpy(),

@@ -1,10 +1,12 @@
 """Training and scoring: flow windows in, a fitted model and scores out (pure, no database).
 
 Training is out of sample, as scoring is: the training period is cut into ``folds`` equal spans of
-time; the windows of span *i* are featurised against the profile of spans ``0 .. i-1`` (so a
-destination first contacted in span *i* is as new to the model as it will be when scoring). The
-detector is fitted on spans ``1 .. folds-2`` and checked on the last span (the validation figures:
-its alert rate per host and day). The profile stored for scoring is fitted on the whole period.
+time, and each span's windows are featurised against a profile that did not see them
+(:func:`training_features`: cross-fitted against the other spans, the last against the spans
+before it), so a destination new to that profile is as new to the model as it will be when
+scoring. The detector is fitted on every span but the last and checked on the last (the validation
+figures: its alert rate per host and day). The profile stored for scoring is fitted on the whole
+period.
 
 Windows of alerts an analyst marked false positive are added to the training data ``known_normal_weight``
 times (they are normal, and the detector should learn so); windows of confirmed alerts are left out.
@@ -36,7 +38,7 @@ from fleet_analytics.analytics.features import (
     fit_profile,
 )
 
-ARTIFACT_FORMAT: Final = 1
+ARTIFACT_FORMAT: Final = 2  # 2: the profile counts binaries apart from applications
 TAIL_SAMPLE: Final = 20_000  # training feature rows kept for explanations
 HISTOGRAM_BINS: Final = 40
 
@@ -99,21 +101,29 @@ def fold_of(window_start: pd.Series, folds: int) -> pd.Series:
 def training_features(
     windows: pd.DataFrame, *, folds: int, lookback_seconds: int = DEFAULT_LOOKBACK
 ) -> pd.DataFrame:
-    """Out-of-sample features of spans 1..folds-1 (column ``fold`` says which), index of ``windows``;
-    each span's look-back history is the ``lookback_seconds`` before it, as when scoring."""
+    """Out-of-sample features of every span (column ``fold`` says which), index of ``windows``.
+
+    The training period is cut into ``folds`` spans. The last span (validation) is featurised against
+    the profile of the spans before it, as scoring meets a new day. Every other span is cross-fitted:
+    featurised against the profile of all the other spans but the last, so that what the detector
+    learns as normal novelty (a destination, a binary new to the profile) is the novelty of a
+    representative period, not of whatever came first (a weekend with only the servers up makes every
+    workstation binary look new on Monday). Each span's look-back history is the ``lookback_seconds``
+    before it, as when scoring.
+    """
     fold = fold_of(windows["window_start"], folds)
+    last = folds - 1
+    starts = windows["window_start"]
     parts = []
-    for index in range(1, folds):
+    for index in range(folds):
         current = windows[fold == index]
-        if current.empty:
-            continue
-        earlier = windows[fold < index]
-        if earlier.empty:
+        reference = windows[fold < last] if index == last else windows[(fold != index) & (fold != last)]
+        if current.empty or reference.empty:
             continue
         begin = int(current["window_start"].min())
-        previous = earlier[earlier["window_start"] >= begin - lookback_seconds]
+        previous = windows[(starts >= begin - lookback_seconds) & (starts < begin)]
         features = featurize(
-            current, fit_profile(earlier), history=previous, lookback_seconds=lookback_seconds
+            current, fit_profile(reference), history=previous, lookback_seconds=lookback_seconds
         )
         features["fold"] = index
         parts.append(features)
@@ -145,7 +155,7 @@ def train(
     analyst judged (false positives, and confirmed attacks).
     """
     if folds < 3:
-        raise TrainingError(f"folds is {folds}: use at least 3 (profile, fit, validation)")
+        raise TrainingError(f"folds is {folds}: use at least 3 (two to cross-fit, one to validate)")
     if windows.empty:
         raise TrainingError("no flow windows in the training period: ingest traffic first")
     if known_bad is not None and not known_bad.empty:

@@ -61,7 +61,7 @@ CREATE TABLE alerts (
     host_id bigint NOT NULL REFERENCES hosts (id) ON DELETE CASCADE,
     model_id bigint REFERENCES models (id) ON DELETE SET NULL,
     dedup_key text NOT NULL,              -- application | destination ('*' for fan-out alerts)
-    app text NOT NULL,                    -- the executable's sha256, else its path
+    app text NOT NULL,                    -- the application: generalised executable path (features.app_key)
     process_name text NOT NULL,
     process_path text NOT NULL,
     process_sha256 text NOT NULL,
