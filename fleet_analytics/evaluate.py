@@ -150,6 +150,25 @@ def evaluate_simulation(
             {"host": alert.host, "scenarios": names, "severity": alert.severity, "text": alert.explanation}
         )
     per_scenario: dict[str, dict[str, Any]] = {}
+    injections = []
+    attack_windows = scored[scored["scenario"] != ""]
+    for injection in simulation.injections:
+        mine = attack_windows[
+            (attack_windows["host"] == injection.host_identifier)
+            & (attack_windows["scenario"] == injection.scenario)
+        ]
+        injections.append(
+            {
+                "scenario": injection.scenario,
+                "host": injection.host_identifier,
+                "detected": (injection.host_identifier, injection.scenario) in detected,
+                "windows": len(mine),
+                "windows_above_threshold": int(mine["anomalous"].sum()),
+                "max_score_over_threshold": _round(float(mine["score"].max()) - model.threshold)
+                if len(mine)
+                else None,
+            }
+        )
     for injection in simulation.injections:
         entry = per_scenario.setdefault(
             injection.scenario, {"injected": 0, "detected": 0, "windows": 0, "windows_above_threshold": 0}
@@ -200,6 +219,7 @@ def evaluate_simulation(
             "false_per_1000_host_hours": _round(false_alerts / (hosts * 24) * 1000),
         },
         "scenarios": dict(sorted(per_scenario.items())),
+        "injections": injections,
         "seconds": {
             "simulate": round(generated - started, 2),
             "train": round(trained - generated, 2),

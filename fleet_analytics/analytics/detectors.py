@@ -55,8 +55,15 @@ class FrozenTails:
     """Per-feature empirical tail probabilities against the training data, -log scaled."""
 
     def __init__(self, X: Matrix) -> None:
-        self.sorted_ = np.sort(X, axis=0)
         self.n_ = X.shape[0]
+        # per feature: its distinct values, sorted, and how many training values lie below each (the
+        # counts are exact; features with few distinct values search far shorter arrays)
+        self.values_: list[Vector] = []
+        self.below_: list[NDArray[np.int64]] = []
+        for column in range(X.shape[1]):
+            values, counts = np.unique(X[:, column], return_counts=True)
+            self.values_.append(values)
+            self.below_.append(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
         centred = X - X.mean(axis=0)
         spread = X.std(axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -68,9 +75,9 @@ class FrozenTails:
         left = np.empty_like(X)
         right = np.empty_like(X)
         for column in range(X.shape[1]):
-            ordered = self.sorted_[:, column]
-            at_most = np.searchsorted(ordered, X[:, column], side="right")
-            at_least = self.n_ - np.searchsorted(ordered, X[:, column], side="left")
+            values, below = self.values_[column], self.below_[column]
+            at_most = below[np.searchsorted(values, X[:, column], side="right")]
+            at_least = self.n_ - below[np.searchsorted(values, X[:, column], side="left")]
             left[:, column] = -np.log((at_most + 1.0) / (self.n_ + 1.0))
             right[:, column] = -np.log((at_least + 1.0) / (self.n_ + 1.0))
         return left, right

@@ -404,14 +404,25 @@ def pair_codes(contacts: pd.DataFrame) -> tuple[np.ndarray, int]:
     return combined.astype(np.int64), count
 
 
+_CODE_SHIFT: Final = 40  # a sort key is code << 40 | value: values below 2**40, codes below 2**23
+
+
 def _group_order(
     codes: np.ndarray, values: np.ndarray, groups: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``values`` sorted within contiguous groups, each group's start and size."""
-    order = np.lexsort((values, codes))
+    """Non-negative integer ``values`` sorted within contiguous groups (as float64), each group's start
+    and size. One sort of packed integer keys where they fit (several times faster than lexsort)."""
     sizes = np.bincount(codes, minlength=groups)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    return values[order], starts, sizes
+    integers = values.astype(np.int64)
+    fits = len(integers) == 0 or (int(integers.min()) >= 0 and int(integers.max()) < 1 << _CODE_SHIFT)
+    if groups < 1 << (63 - _CODE_SHIFT) and fits:
+        keys = (codes.astype(np.int64) << _CODE_SHIFT) | integers
+        keys.sort()
+        ordered = keys & ((1 << _CODE_SHIFT) - 1)
+    else:
+        ordered = integers[np.lexsort((integers, codes))]
+    return ordered.astype(np.float64), starts, sizes
 
 
 def _group_quantile(ordered: np.ndarray, starts: np.ndarray, sizes: np.ndarray, q: float) -> np.ndarray:
@@ -429,11 +440,14 @@ def _group_quantile(ordered: np.ndarray, starts: np.ndarray, sizes: np.ndarray, 
 
 
 def _median_and_mad(codes: np.ndarray, values: np.ndarray, groups: int) -> tuple[np.ndarray, ...]:
-    """Per group: first quartile, median, third quartile and median absolute deviation."""
+    """Per group of non-negative integer ``values``: first quartile, median, third quartile and median
+    absolute deviation. A median of integers is a multiple of 1/2, so twice the deviations are
+    integers again, and sort as such."""
     ordered, starts, sizes = _group_order(codes, values, groups)
     q1, q2, q3 = (_group_quantile(ordered, starts, sizes, q) for q in (0.25, 0.5, 0.75))
-    deviations, _, _ = _group_order(codes, np.abs(values - q2[codes]), groups)
-    return q1, q2, q3, _group_quantile(deviations, starts, sizes, 0.5)
+    doubled = np.abs(2.0 * values - np.nan_to_num(2.0 * q2)[codes])
+    deviations, _, _ = _group_order(codes, doubled, groups)
+    return q1, q2, q3, _group_quantile(deviations, starts, sizes, 0.5) / 2.0
 
 
 def _bowley_array(q1: np.ndarray, q2: np.ndarray, q3: np.ndarray) -> np.ndarray:
@@ -616,12 +630,20 @@ def featurize(
         earlier = history[(starts > since) & (starts <= windows["window_start"].max())]
         contacts = pd.concat([contacts_of(earlier), contacts], ignore_index=True)
     codes, groups = pair_codes(contacts)
-    pair_sent, pair_count = pair_rolling(contacts, lookback_seconds, codes)
     current = slice(len(contacts) - len(windows), len(contacts))
+    window_codes = codes[current]
+    # only the pairs of these windows matter: drop the history of other pairs before the heavy part
+    wanted = np.zeros(groups, dtype=bool)
+    wanted[window_codes] = True
+    keep = wanted[codes]
+    if not keep.all():
+        contacts = contacts[keep]
+        codes = codes[keep]
+        current = slice(len(contacts) - len(windows), len(contacts))
+    pair_sent, pair_count = pair_rolling(contacts, lookback_seconds, codes)
     beacon_score, beacon_interval, beacon_contacts = beacon_arrays(
         codes, contacts["first_seen"].to_numpy(), contacts["bytes"].to_numpy(), groups
     )
-    window_codes = codes[current]
 
     features = pd.DataFrame(
         {
