@@ -45,6 +45,9 @@ class Setting:
 
 
 MIB: Final = 1024 * 1024
+# the detector names of fleet_analytics.analytics.detectors.DETECTORS (not imported: PyOD is heavy; a test
+# checks they agree)
+DETECTOR_NAMES: Final = ("ensemble", "iforest", "hbos", "ecod", "copod", "tailmax")
 SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("database_url", str, "", help="PostgreSQL 15+ URL; empty: an embedded PostgreSQL in data_dir"),
     Setting("data_dir", Path, None, help="state directory (embedded PostgreSQL, Redis); default per user"),
@@ -78,8 +81,13 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "score_on_ingest", bool, True, help="enqueue scoring after each stored batch (when a broker runs)"
     ),
     Setting("model_key", str, "", help="signs model artifacts (HMAC); empty: a key file in data_dir"),
-    Setting("detector", str, "iforest", help="detector for training: iforest, hbos, ecod, copod, ensemble"),
-    Setting("contamination", float, 0.0005, 1e-6, 0.2, "share of training windows above the threshold"),
+    Setting(
+        "detector",
+        str,
+        "ensemble",
+        help="detector for training: ensemble, iforest, hbos, ecod, copod, tailmax",
+    ),
+    Setting("contamination", float, 0.0002, 1e-6, 0.2, "share of training windows above the threshold"),
     Setting("training_days", float, 7.0, 0.05, 90.0, "length of the training period, ending now"),
     Setting(
         "training_folds",
@@ -233,9 +241,8 @@ def validate(settings: Settings) -> None:
         path = getattr(settings, name)
         if path and not Path(path).is_file():
             raise ConfigError(f"FLEET_{name.upper()} {path} is not a readable file")
-    detectors = ("iforest", "hbos", "ecod", "copod", "ensemble")
-    if settings.detector not in detectors:
-        raise ConfigError(f"FLEET_DETECTOR is {settings.detector!r}: use one of {', '.join(detectors)}")
+    if settings.detector not in DETECTOR_NAMES:
+        raise ConfigError(f"FLEET_DETECTOR is {settings.detector!r}: use one of {', '.join(DETECTOR_NAMES)}")
     if settings.broker_url and not settings.broker_url.startswith(
         ("redis://", "rediss://", "redis+socket://")
     ):

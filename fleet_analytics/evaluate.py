@@ -59,8 +59,8 @@ def _round(value: float | None, digits: int = 4) -> float | None:
 
 @dataclass(frozen=True)
 class EvaluationSettings:
-    detector: str = "iforest"
-    contamination: float = 0.0005
+    detector: str = "ensemble"
+    contamination: float = 0.0002
     folds: int = 7
     policy: AlertPolicy = field(default_factory=AlertPolicy)
     beacon_lookback_seconds: int = DAY

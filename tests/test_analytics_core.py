@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 
 from fleet_analytics.analytics import model as models
 from fleet_analytics.analytics.alerts import AlertPolicy, RecentAlert, draft_alerts, triage_drafts
-from fleet_analytics.analytics.detectors import DETECTORS, DetectorError, make_detector
+from fleet_analytics.analytics.detectors import DEFAULT_DETECTOR, DETECTORS, DetectorError, make_detector
 from fleet_analytics.analytics.explain import explain, human_bytes
 from fleet_analytics.analytics.features import (
     CONTEXT,
@@ -30,6 +30,7 @@ from fleet_analytics.analytics.features import (
     fit_profile,
     flow_windows,
 )
+from fleet_analytics.config import DETECTOR_NAMES, SETTINGS
 
 DAY = 86400
 START = 1_790_000_000 // DAY * DAY
@@ -444,3 +445,8 @@ def test_human_bytes() -> None:
         "1.2 KB",
         "3.0 TB",
     ]
+
+
+def test_the_configured_detector_names_are_the_registry() -> None:
+    assert set(DETECTOR_NAMES) == set(DETECTORS)
+    assert next(setting.default for setting in SETTINGS if setting.name == "detector") == DEFAULT_DETECTOR

@@ -200,7 +200,8 @@ def test_train_score_and_alert_end_to_end(app: Flask, history: tuple[Fleet, int]
     (status, detector, features, windows, artifact_sha, reason), = query(
         fleet_dsn, "SELECT status, detector, features, training_windows, artifact_sha256, reason FROM models"
     )  # fmt: skip
-    assert (status, detector, windows, reason) == ("active", "iforest", trained.windows, "test")
+    assert (status, detector, windows, reason) == ("active", settings.detector, trained.windows, "test")
+    assert detector == "ensemble"  # the default
     assert "beacon_score" in features and re.fullmatch(r"[0-9a-f]{64}", artifact_sha)
 
     baseline = score_pending(db, settings, cache=cache)  # the training days themselves

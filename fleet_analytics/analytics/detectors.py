@@ -5,7 +5,7 @@
 ``predict(X)`` is ``score > threshold_``. Scores of a row never depend on what else is scored with it.
 
 Registry (:data:`DETECTORS`):
-- ``iforest`` (default): PyOD's Isolation Forest.
+- ``iforest``: PyOD's Isolation Forest.
 - ``hbos``: PyOD's histogram-based outlier score.
 - ``ecod`` and ``copod``: the scoring rules of PyOD's ECOD and COPOD (sums of per-feature empirical
   tail probabilities, -log, with a skewness correction), with the training data's ECDFs frozen at fit.
@@ -14,7 +14,7 @@ Registry (:data:`DETECTORS`):
   training data the ranking equals PyOD's.
 - ``tailmax``: ours: the most surprising single feature, -log10 of its right-tail probability
   among training windows (the features are oriented so that high is unusual).
-- ``ensemble``: the members' scores, each standardised by its own training scores (PyOD's
+- ``ensemble`` (default): the members' scores, each standardised by its own training scores (PyOD's
   ``standardizer``), combined by their maximum (``maximization``, the default) or mean
   (``average``); members ``iforest``, ``ecod`` and ``tailmax`` unless given. Isolation Forest sees
   combinations, ECOD the sum of many mild tails, tailmax one extreme value (which Isolation Forest
@@ -310,7 +310,7 @@ SINGLE: Final[dict[str, Callable[..., _Base]]] = {
     "tailmax": TailMaxDetector,
 }
 DETECTORS: Final[dict[str, Callable[..., _Base]]] = {**SINGLE, "ensemble": EnsembleDetector}
-DEFAULT_DETECTOR: Final = "iforest"
+DEFAULT_DETECTOR: Final = "ensemble"
 
 Detector = _Base
 
