@@ -282,6 +282,72 @@ def test_beacon_score_regular_versus_random() -> None:
     assert few["sent_total"].iloc[0] == 600 and few["beacon_contacts"].iloc[0] == 4
 
 
+def _bowley_reference(q1: pd.Series, q2: pd.Series, q3: pd.Series) -> pd.Series:
+    spread = q3 - q1
+    return ((q1 + q3 - 2.0 * q2) / spread.where(spread > 0, np.nan)).fillna(0.0).abs().clip(upper=1.0)
+
+
+def beacon_reference(contacts: pd.DataFrame) -> pd.DataFrame:
+    """The beacon score written plainly with pandas groupby quantiles (what beacon_scores replaced)."""
+    keys = ["host", "app", "remote_address"]
+    ordered = contacts.sort_values([*keys, "first_seen"], kind="stable").copy()
+    ordered["interval"] = ordered.groupby(keys)["first_seen"].diff()
+    ordered["size"] = ordered["bytes"].astype("float64")
+    grouped = ordered.groupby(keys)
+    count = grouped["interval"].count()
+    iq = grouped["interval"].quantile([0.25, 0.5, 0.75]).unstack()
+    sq = grouped["size"].quantile([0.25, 0.5, 0.75]).unstack()
+    index = pd.MultiIndex.from_frame(ordered[keys])
+    ordered["interval_dev"] = (ordered["interval"] - iq[0.5].reindex(index).to_numpy()).abs()
+    ordered["size_dev"] = (ordered["size"] - sq[0.5].reindex(index).to_numpy()).abs()
+    grouped = ordered.groupby(keys)
+    interval_mad, size_mad = grouped["interval_dev"].median(), grouped["size_dev"].median()
+    timing = (
+        (1.0 - (2.0 * interval_mad / iq[0.5].clip(lower=1.0)).clip(upper=1.0))
+        * ((1.0 - _bowley_reference(iq[0.25], iq[0.5], iq[0.75])) + (count / 20).clip(upper=1.0))
+        / 2.0
+    )
+    sizing = (
+        (1.0 - (size_mad / sq[0.5].clip(lower=1.0)).clip(upper=1.0))
+        * (
+            (1.0 - _bowley_reference(sq[0.25], sq[0.5], sq[0.75]))
+            + (1.0 - (sq[0.5] / 65535.0).clip(upper=1.0))
+        )
+        / 2.0
+    )
+    score = ((timing + sizing) / 2.0).where(count >= 4, 0.0).fillna(0.0)
+    return pd.DataFrame(
+        {"beacon_score": score, "beacon_interval": iq[0.5].fillna(0.0), "contacts": count + 1}
+    )
+
+
+@pytest.mark.parametrize("huge", [False, True])
+def test_beacon_statistics_equal_pandas_groupby_quantiles(huge: bool) -> None:
+    """The vectorised statistics (packed-key sorts) give exactly what pandas' linear-interpolation
+    quantiles and medians of absolute deviations give, with pairs of one contact; ``huge``: byte
+    counts past the packed sort's range (its lexsort fallback)."""
+    rng = np.random.default_rng(3)
+    n = 6000
+    contacts = pd.DataFrame(
+        {
+            "host": rng.integers(0, 6, n),
+            "app": rng.choice(["a", "b", "c"], n),
+            "remote_address": rng.choice([f"10.0.0.{k}" for k in range(60)], n),
+            "first_seen": np.where(
+                rng.random(n) < 0.5, rng.integers(0, 86400, n), (rng.integers(0, 700, n) * 120)
+            ),
+            "bytes": np.where(rng.random(n) < (0.002 if huge else 0.0), 2**45, rng.integers(200, 260, n)),
+            "sent": rng.integers(0, 100, n),
+        }
+    )
+    ours = beacon_scores(contacts)
+    reference = beacon_reference(contacts).reindex(ours.index)
+    assert (ours["beacon_contacts"] == reference["contacts"]).all()
+    assert np.allclose(ours["beacon_interval"], reference["beacon_interval"], rtol=0, atol=1e-9)
+    assert np.allclose(ours["beacon_score"], reference["beacon_score"], rtol=0, atol=1e-12)
+    assert (ours["beacon_score"] > 0.3).any()  # the comparison covers scoring pairs, not only zeros
+
+
 @pytest.mark.parametrize("name", sorted(DETECTORS))
 def test_detectors_rank_outliers_first(name: str) -> None:
     X_train, X_test, _y_train, y_test = generate_data(
