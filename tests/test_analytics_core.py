@@ -438,6 +438,38 @@ def test_exfiltration_scores_above_threshold_and_is_explained(
     assert reasons[0].surprise >= reasons[-1].surprise
 
 
+def test_an_explanation_says_a_thing_once(trained: tuple[models.Model, pd.DataFrame]) -> None:
+    model, _ = trained
+    window = flow_windows(
+        rows(
+            [
+                {
+                    "host": 3,
+                    "process_name": "kdev-sync",
+                    "process_path": "/home/ann/.local/bin/kdev-sync",
+                    "process_sha256": "9" * 64,
+                    "remote_address": "176.97.83.217",
+                    "remote_hostname": "",
+                }
+            ]
+        )
+    ).iloc[0]
+    surprise = {
+        "joint_rarity": 5.0,
+        "process_rarity": 4.9,
+        "destination_rarity": 4.8,
+        "port_external_rarity": 3.0,
+        "port_rarity": 2.9,
+    }
+    sentence, reasons = explain(window.to_dict(), surprise, model.profile)
+    assert [reason.feature for reason in reasons] == ["joint_rarity", "port_external_rarity"]
+    assert (
+        "a new executable /home/ann/.local/bin/kdev-sync (sha256 999999999999…) (seen on none of 12 hosts)"
+        in sentence
+    )
+    assert "talking to a new destination (seen on none of 12 hosts)" in sentence
+
+
 def test_artifact_round_trip_and_refusals(trained: tuple[models.Model, pd.DataFrame]) -> None:
     model, windows = trained
     artifact = models.dumps(model)

@@ -35,6 +35,18 @@ def times(ratio: float) -> str:
     return f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
 
 
+def _count_phrase(seen: int, hosts: int) -> str:
+    return f"seen on none of {hosts} hosts" if seen == 0 else f"seen on {seen} of {hosts} hosts"
+
+
+# a reason that says what these say already: once it is given, they are not repeated
+SUBSUMES: Final = {
+    "joint_rarity": ("process_rarity", "destination_rarity"),
+    "port_external_rarity": ("port_rarity",),
+    "port_rarity": ("port_external_rarity",),
+}
+
+
 def _hosts_phrase(seen: int, hosts: int, what: str) -> str:
     if seen == 0:
         return f"{what} never seen before on any of {hosts} hosts"
@@ -139,9 +151,11 @@ def reason_text(
     if feature == "joint_rarity":
         seen = _seen(profile.binary_hosts, binary)
         destination = _seen(profile.destination_hosts, window["remote_address"])
+        sha = str(window.get("process_sha256") or "")
+        what = f"executable {window.get('process_path') or '?'}" + (f" (sha256 {sha[:12]}…)" if sha else "")
         return (
-            f"a rare executable (on {seen} of {hosts} hosts) talking to a rare destination "
-            f"(contacted by {destination} of {hosts} hosts)"
+            f"{'a new' if seen == 0 else 'a rare'} {what} ({_count_phrase(seen, hosts)}) talking to "
+            f"{'a new' if destination == 0 else 'a rare'} destination ({_count_phrase(destination, hosts)})"
         )
     if feature == "fanout_addresses":
         return f"contacted {int(context.get('fanout_address_count', 0))} distinct addresses in one window"
@@ -183,13 +197,17 @@ def explain(
     ranked = sorted(surprise.items(), key=lambda item: (-item[1], item[0]))
     reasons: list[Reason] = []
     said: set[str] = set()
+    covered: set[str] = set()
     for feature, value in ranked:
         if value < MIN_SURPRISE or len(reasons) >= MAX_REASONS or not math.isfinite(value):
             break
+        if feature in covered:
+            continue
         text = reason_text(feature, window, profile, extra)
         if text is None or text in said:
             continue
         said.add(text)
+        covered.update(SUBSUMES.get(feature, ()))
         reasons.append(Reason(feature, round(float(value), 2), text))
     sentence = headline(window)
     if reasons:
