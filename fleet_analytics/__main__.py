@@ -403,6 +403,16 @@ def _feed_in_process(settings: Settings, simulation: Any, batch_rows: int) -> An
             fleet.close()
 
 
+def _end_date(text: str) -> int:
+    if text == "now":
+        return int(time.time())
+    try:
+        moment = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a date as YYYY-MM-DD, or 'now'") from None
+    return int(moment.timestamp())
+
+
 def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     from fleet_analytics.analytics import datasets  # noqa: PLC0415
     from fleet_analytics.analytics.alerts import AlertPolicy  # noqa: PLC0415
@@ -428,6 +438,7 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
                 seed=seed,
                 settings=config,
                 attacks=_attacks(args.attacks) * args.repeat,
+                **({"end": args.end} if args.end is not None else {}),
             )
             report["simulation"].append(result)
             print(f"simulation seed {seed}: {_simulation_line(result)}", file=sys.stderr)
@@ -588,6 +599,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--days", type=float, default=7.0, help="simulated days; attacks in the last one")
     evaluate.add_argument("--seeds", type=lambda text: [int(x) for x in text.split(",")], default=[1])
     evaluate.add_argument("--attacks", default="all")
+    evaluate.add_argument(
+        "--end",
+        type=_end_date,
+        default=None,
+        help="the simulated fleet ends at this UTC date (YYYY-MM-DD) or 'now' (default 2026-11-26: the "
+        "same figures on every run)",
+    )
     evaluate.add_argument("--repeat", type=int, default=2, help="injections of each attack per run")
     evaluate.add_argument("--datasets", default="all", help="all, none, or comma-separated dataset names")
     evaluate.add_argument("--detector", default=None, help="(FLEET_DETECTOR)")
