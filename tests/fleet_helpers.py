@@ -1,4 +1,5 @@
-"""Builders for the fleet tests: flow rows and log items as osquery (or our agent) sends them."""
+"""Builders for the fleet tests: flow rows and log items as osquery (or our agent) sends them; a query
+helper for their PostgreSQL."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import gzip
 import json
 import time
 from typing import Any
+
+import psycopg2
 
 from extension.results import EVENTS_QUERY, FLOWS_QUERY, result_line
 
@@ -91,3 +94,14 @@ def log_body(node_key: str, data: list[Any], *, log_type: str = "result", **extr
 
 def gz(body: bytes) -> bytes:
     return gzip.compress(body)
+
+
+def query(dsn: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+    """Run one statement on its own connection (closed after); its rows, or [] when it returns none."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()

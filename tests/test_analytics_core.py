@@ -534,6 +534,11 @@ def test_alert_grouping_dedup_and_budget(trained: tuple[models.Model, pd.DataFra
     assert min(d.score for d in outcome.new) >= max(d.score for d in outcome.suppressed)
     later = triage_drafts(drafts, [RecentAlert(41, 5, by_host[5][0].dedup_key, when - 7200)], {}, policy)
     assert not later.merged  # past the cooldown: a new alert
+    # a critical alert is never suppressed by the budget (it still counts towards it)
+    hidden = outcome.suppressed[-1]
+    hidden.severity = "critical"
+    again = triage_drafts(drafts, recent, {(6, when // DAY): 1}, policy)
+    assert hidden in again.new and len(again.new) == 3 and len(again.suppressed) == 4
 
 
 def test_human_bytes() -> None:

@@ -21,15 +21,13 @@ def shared_datasets() -> Path:
 
 
 def test_simulation_finds_every_scenario_with_few_false_alerts() -> None:
-    result = evaluate_simulation(
-        hosts=12, days=3, seed=5, settings=EvaluationSettings(detector="ensemble", contamination=0.0005)
-    )
+    result = evaluate_simulation(hosts=12, days=3, seed=5, settings=EvaluationSettings())  # the defaults
     assert result["data"]["attack_windows"] > 0
     assert result["windows"]["roc_auc"] >= 0.95
     assert set(result["scenarios"]) == set(SCENARIOS)
     missed = [name for name, entry in result["scenarios"].items() if entry["detected"] < entry["injected"]]
-    assert len(missed) <= 1, f"missed {missed}"
-    assert result["alerts"]["false_per_host_day"] <= 2.0
+    assert not missed, f"missed {missed}"
+    assert result["alerts"]["false_per_host_day"] <= 1.0  # the targets, on a small fleet
     # the false alerts listed hold no attack, and every alert is explained in words
     assert all(not row["scenarios"] for row in result["false_alerts"])
     assert all(row["text"] for row in result["examples"])

@@ -9,7 +9,6 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg2
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -23,6 +22,7 @@ from tests.fleet_helpers import (
     flow_columns,
     gz,
     log_body,
+    query,
     result_item,
     status_item,
 )
@@ -42,14 +42,6 @@ def app(fleet_dsn: str) -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
-
-
-def query(dsn: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute(sql, params)
-        rows: list[tuple[Any, ...]] = cur.fetchall()
-    conn.close()
-    return rows
 
 
 def counts(dsn: str) -> dict[str, int]:

@@ -8,35 +8,33 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 from flask import Flask
 
 from fleet_analytics import create_app
 from fleet_analytics.detection import ModelCache, pending_counts, score_pending, train_and_register
 from fleet_analytics.simulate import SCENARIOS, Simulation, feed, simulate
-from tests.fleet_helpers import SECRET
+from tests.fleet_helpers import SECRET, query
 
 DAY = 86400
 
 
-def query(dsn: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute(sql, params)
-        rows: list[tuple[Any, ...]] = cur.fetchall()
-    conn.close()
-    return rows
-
-
 @pytest.fixture
 def app(fleet_dsn: str, tmp_path: Path) -> Iterator[Flask]:
-    app = create_app({"database_url": fleet_dsn, "enroll_secret": SECRET, "data_dir": str(tmp_path / "data")})
+    app = create_app(
+        {
+            "database_url": fleet_dsn,
+            "enroll_secret": SECRET,
+            "data_dir": str(tmp_path / "data"),
+            "max_row_age_seconds": 9 * DAY,  # the simulated week and a day, ending now
+        }
+    )
     yield app
     app.extensions["fleet"].close()
 
 
 def test_a_simulated_week_trains_and_the_attacks_become_explained_alerts(app: Flask, fleet_dsn: str) -> None:
-    sim: Simulation = simulate(hosts=10, days=4, seed=11)  # attacks in the last day, ending now
+    sim: Simulation = simulate(hosts=6, days=8, seed=11)  # a normal week, then attacks in the last day
     client = app.test_client()
 
     def post(path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
@@ -51,7 +49,7 @@ def test_a_simulated_week_trains_and_the_attacks_become_explained_alerts(app: Fl
     db, settings = services.db, services.settings
     attack_start = min(injection.start for injection in sim.injections)
     assert attack_start >= sim.end - DAY
-    trained = train_and_register(db, settings, until=attack_start, days=3, reason="test")
+    trained = train_and_register(db, settings, until=attack_start, days=7, reason="test")
     assert trained.promoted and trained.windows > 10_000
 
     cache = ModelCache()

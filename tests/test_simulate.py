@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import psycopg2
 import pytest
 from flask.testing import FlaskClient
 
@@ -36,7 +35,7 @@ from fleet_analytics.simulate import (
     result_lines,
     simulate,
 )
-from tests.fleet_helpers import SECRET
+from tests.fleet_helpers import SECRET, query
 
 FRIDAY = 1767916800  # 2026-01-09 00:00 UTC: a week ending then has its weekend and a weekday last
 WEEK = 7.0
@@ -503,14 +502,6 @@ def flask_post(client: FlaskClient) -> Callable[[str, dict[str, str], bytes], tu
         return answer.status_code, document if isinstance(document, dict) else {}
 
     return post
-
-
-def query(dsn: str, sql: str) -> list[tuple[Any, ...]]:
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute(sql)
-        rows: list[tuple[Any, ...]] = cur.fetchall()
-    conn.close()
-    return rows
 
 
 def test_feeding_the_real_ingest_api_stores_every_row_once(fleet_dsn: str) -> None:

@@ -25,8 +25,8 @@ from fleet_analytics.config import load_settings
 from fleet_analytics.detection import train_and_register
 from fleet_analytics.embedded import EmbeddedRedis
 from fleet_analytics.tasks import RETRAIN, SCORE_BATCHES, SCORE_PENDING, beat_schedule, celery_config
-from tests.fleet_helpers import SECRET
-from tests.test_detection import HOSTS, Fleet, exfiltration, normal_rows, query
+from tests.fleet_helpers import SECRET, query
+from tests.test_detection import HOSTS, Fleet, exfiltration, normal_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_KEY = "test-model-key-" + "x" * 32

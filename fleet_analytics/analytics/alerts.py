@@ -9,7 +9,8 @@ Pure decisions over values; :mod:`fleet_analytics.detection` stores what they de
 2. :func:`triage_drafts` compares the drafts with the host's recent alerts: a draft with the same
    host, application and destination as an alert whose last window is within ``cooldown_seconds``
    is merged into it (no new alert). A new alert past the host's budget for that UTC day is kept as
-   *suppressed*: stored and counted, not shown as new. Highest scores claim the budget first.
+   *suppressed*: stored and counted, not shown as new, unless it is critical (a score far past
+   anything seen in training is never noise). Highest scores claim the budget first.
 """
 
 from __future__ import annotations
@@ -172,8 +173,8 @@ def triage_drafts(
             outcome.merged.append((match.alert_id, draft))
             continue
         budget_key = (draft.host, draft.day)
-        if counts.get(budget_key, 0) >= policy.budget_per_host_day:
-            outcome.suppressed.append(draft)
+        if counts.get(budget_key, 0) >= policy.budget_per_host_day and draft.severity != "critical":
+            outcome.suppressed.append(draft)  # the budget bounds noise; a critical alert is never noise
             continue
         counts[budget_key] = counts.get(budget_key, 0) + 1
         outcome.new.append(draft)

@@ -42,7 +42,9 @@ Feature list (:data:`FEATURES`):
 - ``hour_rarity``: how unusual this hour of day (UTC) is for the host; 0 at or above its average.
 - ``app_sent_deviation``, ``app_received_deviation``: robust z-scores of the bytes against the
   application's fleet median (the fleet's for applications not in the profile); signed.
-- ``host_sent_deviation``: robust z-score of the host's total sent in the window against its usual.
+- ``host_sent_deviation``: robust z-score of the host's total sent in the window against its usual,
+  times this flow window's share of that total (the flows that carry a host's excess show it, not
+  every small flow beside them).
 - ``beacon_score``: in [0, 1], how regular the pair's contacts are over the look-back (RITA's beacon
   analysis: Bowley skew and median absolute deviation of the intervals and of the sizes, and the
   number of contacts).
@@ -607,17 +609,28 @@ def featurize(
         log_received.to_numpy() - per_app("received_median", received_median_fleet)
     ) / per_app("received_scale", received_scale_fleet)
 
-    host_window_sent = np.log1p(
+    host_total_sent = (
         windows.groupby([windows["host"], windows["window_start"]], sort=False)["bytes_sent"]
         .transform("sum")
         .astype("float64")
+    )
+    host_window_sent = np.log1p(host_total_sent)
+    # the window's share of what its host sent in that minute: the host's excess is put on the flows
+    # that carry it, not on every small flow that happened to run beside a big upload
+    sent_share = np.divide(
+        sent.to_numpy(),
+        host_total_sent.to_numpy(),
+        out=np.zeros(len(windows)),
+        where=host_total_sent.to_numpy() > 0,
     )
     host_index = profile.host_volume.index.get_indexer(pd.Index(windows["host"]))
     host_known = host_index >= 0
     safe_host = np.where(host_known, host_index, 0)
     host_median = profile.host_volume["sent_median"].to_numpy()[safe_host]
     host_scale = profile.host_volume["sent_scale"].to_numpy()[safe_host]
-    host_sent_deviation = np.where(host_known, (host_window_sent.to_numpy() - host_median) / host_scale, 0.0)
+    host_sent_deviation = np.where(
+        host_known, (host_window_sent.to_numpy() - host_median) / host_scale * sent_share, 0.0
+    )
 
     external = is_external(windows["remote_address"])
     destination_rarity = _rarity(hosts, _count_lookup(profile.destination_hosts, [windows["remote_address"]]))
