@@ -460,11 +460,12 @@ def test_an_explanation_says_a_thing_once(trained: tuple[models.Model, pd.DataFr
         "destination_rarity": 4.8,
         "port_external_rarity": 3.0,
         "port_rarity": 2.9,
+        "pair_rarity": 2.8,
     }
     sentence, reasons = explain(window.to_dict(), surprise, model.profile)
     assert [reason.feature for reason in reasons] == ["joint_rarity", "port_external_rarity"]
     assert (
-        "a new executable /home/ann/.local/bin/kdev-sync (sha256 999999999999…) (seen on none of 12 hosts)"
+        "a new executable /home/ann/.local/bin/kdev-sync (sha256 999999999999…, seen on none of 12 hosts)"
         in sentence
     )
     assert "talking to a new destination (seen on none of 12 hosts)" in sentence

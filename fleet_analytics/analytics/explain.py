@@ -41,7 +41,7 @@ def _count_phrase(seen: int, hosts: int) -> str:
 
 # a reason that says what these say already: once it is given, they are not repeated
 SUBSUMES: Final = {
-    "joint_rarity": ("process_rarity", "destination_rarity"),
+    "joint_rarity": ("process_rarity", "destination_rarity", "pair_rarity"),
     "port_external_rarity": ("port_rarity",),
     "port_rarity": ("port_external_rarity",),
 }
@@ -152,10 +152,11 @@ def reason_text(
         seen = _seen(profile.binary_hosts, binary)
         destination = _seen(profile.destination_hosts, window["remote_address"])
         sha = str(window.get("process_sha256") or "")
-        what = f"executable {window.get('process_path') or '?'}" + (f" (sha256 {sha[:12]}…)" if sha else "")
+        binary = f"sha256 {sha[:12]}…, " if sha else ""
         return (
-            f"{'a new' if seen == 0 else 'a rare'} {what} ({_count_phrase(seen, hosts)}) talking to "
-            f"{'a new' if destination == 0 else 'a rare'} destination ({_count_phrase(destination, hosts)})"
+            f"{'a new' if seen == 0 else 'a rare'} executable {window.get('process_path') or '?'} "
+            f"({binary}{_count_phrase(seen, hosts)}) talking to {'a new' if destination == 0 else 'a rare'} "
+            f"destination ({_count_phrase(destination, hosts)})"
         )
     if feature == "fanout_addresses":
         return f"contacted {int(context.get('fanout_address_count', 0))} distinct addresses in one window"
