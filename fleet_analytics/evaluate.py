@@ -231,7 +231,11 @@ def evaluate_simulation(
             "train": round(trained - generated, 2),
             "score_and_alert": round(scored_at - trained, 2),
         },
-        "examples": alert_rows[:10],
+        # one alert per scenario (its first), to read how each is explained
+        "examples": [
+            next(row for row in alert_rows if name in row["scenarios"])
+            for name in sorted({name for row in alert_rows for name in row["scenarios"]})
+        ],
         "false_alerts": [row for row in alert_rows if not row["scenarios"]][:20],
     }
 

@@ -30,7 +30,8 @@ def test_simulation_finds_every_scenario_with_few_false_alerts() -> None:
     assert result["alerts"]["false_per_host_day"] <= 1.0  # the targets, on a small fleet
     # the false alerts listed hold no attack, and every alert is explained in words
     assert all(not row["scenarios"] for row in result["false_alerts"])
-    assert all(row["text"] for row in result["examples"])
+    assert [row["scenarios"][0] for row in result["examples"]] == sorted(SCENARIOS)  # one per scenario
+    assert all(row["text"] and "otherwise ordinary" not in row["text"] for row in result["examples"])
 
 
 def test_dataset_protocols_and_classes(shared_datasets: Path) -> None:
