@@ -3,14 +3,19 @@ helper for their PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg2
+from flask import Flask
 
 from extension.results import EVENTS_QUERY, FLOWS_QUERY, result_line
+from fleet_analytics import create_app
 
 SECRET = "test-enroll-secret"
 HOST = "host-a.example"
@@ -105,3 +110,13 @@ def query(dsn: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
             return cur.fetchall() if cur.description else []
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def fleet_app(dsn: str, data_dir: Path, **settings: Any) -> Iterator[Flask]:
+    """The fleet service on ``dsn`` with the test enroll secret and ``settings``; closed after."""
+    app = create_app({"database_url": dsn, "enroll_secret": SECRET, "data_dir": str(data_dir), **settings})
+    try:
+        yield app
+    finally:
+        app.extensions["fleet"].close()

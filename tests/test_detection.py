@@ -18,7 +18,6 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from fleet_analytics import create_app
 from fleet_analytics.analytics.model import ModelIntegrityError
 from fleet_analytics.api import token_digest
 from fleet_analytics.detection import (
@@ -31,7 +30,7 @@ from fleet_analytics.detection import (
     score_pending,
     train_and_register,
 )
-from tests.fleet_helpers import SECRET, flow_columns, gz, log_body, query, result_item
+from tests.fleet_helpers import SECRET, fleet_app, flow_columns, gz, log_body, query, result_item
 
 DAY = 86400
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,19 +38,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def app(fleet_dsn: str, tmp_path: Path) -> Iterator[Flask]:
-    app = create_app(
-        {
-            "database_url": fleet_dsn,
-            "enroll_secret": SECRET,
-            "data_dir": str(tmp_path / "data"),
-            "score_on_ingest": False,
-            "training_folds": 3,
-            "contamination": 0.002,
-            "alert_budget_per_host_day": 5,
-        }
-    )
-    yield app
-    app.extensions["fleet"].close()
+    with fleet_app(
+        fleet_dsn,
+        tmp_path / "data",
+        score_on_ingest=False,
+        training_folds=3,
+        contamination=0.002,
+        alert_budget_per_host_day=5,
+    ) as app:
+        yield app
 
 
 @pytest.fixture

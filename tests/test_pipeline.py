@@ -11,26 +11,18 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from fleet_analytics import create_app
 from fleet_analytics.detection import ModelCache, pending_counts, score_pending, train_and_register
 from fleet_analytics.simulate import SCENARIOS, Simulation, feed, simulate
-from tests.fleet_helpers import SECRET, query
+from tests.fleet_helpers import SECRET, fleet_app, query
 
 DAY = 86400
 
 
 @pytest.fixture
 def app(fleet_dsn: str, tmp_path: Path) -> Iterator[Flask]:
-    app = create_app(
-        {
-            "database_url": fleet_dsn,
-            "enroll_secret": SECRET,
-            "data_dir": str(tmp_path / "data"),
-            "max_row_age_seconds": 9 * DAY,  # the simulated week and a day, ending now
-        }
-    )
-    yield app
-    app.extensions["fleet"].close()
+    # the simulated week and a day end now: accept windows that old
+    with fleet_app(fleet_dsn, tmp_path / "data", max_row_age_seconds=9 * DAY) as app:
+        yield app
 
 
 def test_a_simulated_week_trains_and_the_attacks_become_explained_alerts(app: Flask, fleet_dsn: str) -> None:

@@ -582,10 +582,10 @@ def featurize(
     received = windows["bytes_received"].astype("float64")
     log_sent = np.log1p(sent)
     log_received = np.log1p(received)
-    group = [windows["host"], windows["app"], windows["window_start"]]
-    fanout_addresses = windows.groupby(group, sort=False)["remote_address"].transform("nunique")
-    fanout_ports = windows.groupby(group, sort=False)["service_port"].transform("nunique")
-    process_connections = windows.groupby(group, sort=False)["connections"].transform("sum")
+    per_process = windows.groupby([windows["host"], windows["app"], windows["window_start"]], sort=False)
+    fanout_addresses = per_process["remote_address"].transform("nunique")  # one grouping, three uses
+    fanout_ports = per_process["service_port"].transform("nunique")
+    process_connections = per_process["connections"].transform("sum")
 
     known = windows["host"].isin(profile.known_hosts).to_numpy()
     seen_by_host = _count_lookup(profile.host_destinations, [windows["host"], windows["remote_address"]])
