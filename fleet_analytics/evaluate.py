@@ -155,7 +155,7 @@ def evaluate_simulation(
             {"host": alert.host, "scenarios": names, "severity": alert.severity, "text": alert.explanation}
         )
     per_scenario: dict[str, dict[str, Any]] = {}
-    injections = []
+    injections: list[dict[str, Any]] = []
     attack_windows = scored[scored["scenario"] != ""]
     for injection in simulation.injections:
         mine = attack_windows[
@@ -174,13 +174,13 @@ def evaluate_simulation(
                 else None,
             }
         )
-    for injection in simulation.injections:
+    for row in injections:
         entry = per_scenario.setdefault(
-            injection.scenario, {"injected": 0, "detected": 0, "windows": 0, "windows_above_threshold": 0}
+            row["scenario"], {"injected": 0, "detected": 0, "windows": 0, "windows_above_threshold": 0}
         )
         entry["injected"] += 1
-        entry["detected"] += int((injection.host_identifier, injection.scenario) in detected)
-    for name, group in scored[scored["scenario"] != ""].groupby("scenario"):
+        entry["detected"] += int(row["detected"])
+    for name, group in attack_windows.groupby("scenario"):
         entry = per_scenario.setdefault(
             str(name), {"injected": 0, "detected": 0, "windows": 0, "windows_above_threshold": 0}
         )

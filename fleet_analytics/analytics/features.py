@@ -524,13 +524,11 @@ def beacon_scores(contacts: pd.DataFrame) -> pd.DataFrame:
 
 
 def pair_rolling(
-    contacts: pd.DataFrame, lookback_seconds: int, codes: np.ndarray | None = None
+    contacts: pd.DataFrame, lookback_seconds: int, codes: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each contact row: the pair's bytes sent and contact rows over ``(window_start - lookback,
     window_start]``, counting only rows at or before it (causal, so training and scoring agree).
-    ``codes``: the rows' :func:`pair_codes`, when already known."""
-    if codes is None:
-        codes, _ = pair_codes(contacts)
+    ``codes``: the rows' :func:`pair_codes`."""
     starts = contacts["window_start"].to_numpy(dtype=np.int64)
     order = np.lexsort((starts, codes))
     span = np.int64(1) << 34  # window starts are epoch seconds, far below 2**34
