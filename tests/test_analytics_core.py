@@ -4,6 +4,7 @@ built here (no database)."""
 from __future__ import annotations
 
 import math
+import pickle
 
 import numpy as np
 import pandas as pd
@@ -16,16 +17,24 @@ from sklearn.metrics import roc_auc_score
 
 from fleet_analytics.analytics import model as models
 from fleet_analytics.analytics.alerts import AlertPolicy, RecentAlert, draft_alerts, triage_drafts
-from fleet_analytics.analytics.detectors import DEFAULT_DETECTOR, DETECTORS, DetectorError, make_detector
+from fleet_analytics.analytics.detectors import (
+    DEFAULT_DETECTOR,
+    DETECTORS,
+    DetectorError,
+    FrozenTails,
+    make_detector,
+)
 from fleet_analytics.analytics.explain import explain, human_bytes
 from fleet_analytics.analytics.features import (
     CONTEXT,
     FEATURES,
     ROW_COLUMNS,
     FeatureError,
+    KeyCounts,
     app_key,
     beacon_scores,
     binary_key,
+    contacts_of,
     featurize,
     fit_profile,
     flow_windows,
@@ -554,3 +563,94 @@ def test_human_bytes() -> None:
 def test_the_configured_detector_names_are_the_registry() -> None:
     assert set(DETECTOR_NAMES) == set(DETECTORS)
     assert next(setting.default for setting in SETTINGS if setting.name == "detector") == DEFAULT_DETECTOR
+
+
+def test_isolation_forest_scores_equal_pyods() -> None:
+    """Our tree-by-tree scoring gives PyOD's own decision_function, also with feature subsampling
+    (the library path)."""
+    X_train, X_test, _y, _yt = generate_data(
+        n_train=800, n_test=300, n_features=5, contamination=0.1, random_state=4
+    )
+    for params in ({}, {"max_features": 0.6}):
+        detector = make_detector("iforest", contamination=0.1, params=params).fit(X_train)
+        ours = detector.decision_function(X_test)
+        assert np.allclose(ours, detector.model_.decision_function(X_test), rtol=0, atol=1e-12)
+        assert np.allclose(detector.decision_function(X_train), detector.decision_scores_, rtol=0, atol=1e-12)
+
+
+def test_frozen_tails_count_training_values_exactly() -> None:
+    """One search per cell gives the exact counts of training values at most and at least each value,
+    ties and values outside the training range included."""
+    rng = np.random.default_rng(8)
+    X = rng.integers(0, 12, size=(500, 3)).astype(np.float64)
+    X[:, 2] = rng.normal(size=500)
+    tails = FrozenTails(X)
+    cells = np.vstack([X[:50], rng.integers(-3, 16, size=(50, 3)).astype(np.float64)])
+    left, right = tails.left_right(cells)
+    for column in range(3):
+        at_most = (X[:, column][None, :] <= cells[:, column][:, None]).sum(axis=1)
+        at_least = (X[:, column][None, :] >= cells[:, column][:, None]).sum(axis=1)
+        assert np.allclose(left[:, column], -np.log((at_most + 1.0) / 501.0))
+        assert np.allclose(right[:, column], -np.log((at_least + 1.0) / 501.0))
+
+
+def test_profile_counts_equal_a_plain_lookup() -> None:
+    """The packed-key lookups of the profile's tables give each key's count and 0 for unknown keys
+    (unknown values, and known values in an unknown combination); the tables are rebuilt after
+    unpickling rather than stored."""
+    windows = flow_windows(fleet(hosts=4, days=1))
+    profile = fit_profile(windows)
+    queries = pd.DataFrame(
+        {
+            "app": ["/usr/bin/rclone", "/usr/bin/rclone", "/usr/bin/nope", "/usr/lib/firefox/firefox"],
+            "remote_address": ["52.1.1.1", "10.0.0.53", "52.1.1.1", "151.101.0.1"],
+        }
+    )
+    expected = [
+        float(profile.pair_hosts.get((app, address), 0))
+        for app, address in zip(queries["app"], queries["remote_address"], strict=True)
+    ]
+    assert expected[0] == 4 and expected[1] == 0 and expected[2] == 0 and expected[3] > 0
+    got = profile.counts("pair_hosts", [queries["app"], queries["remote_address"]])
+    assert got.tolist() == expected
+    assert profile.counts("destination_hosts", [queries["remote_address"]]).tolist() == [4.0, 4.0, 4.0, 4.0]
+    fallback = KeyCounts(profile.pair_hosts)
+    fallback.packable = False  # the path for tables whose packed keys would overflow
+    assert fallback([queries["app"], queries["remote_address"]]).tolist() == expected
+    with pytest.raises(FeatureError, match="2 key columns"):
+        profile.counts("pair_hosts", [queries["app"]])
+    assert "_lookups" in profile.__dict__
+    assert "_lookups" not in pickle.loads(pickle.dumps(profile)).__dict__
+
+
+def test_look_back_features_count_only_the_pairs_earlier_contacts() -> None:
+    """pair_windows and pair_sent_total of a scored batch, with history holding other pairs, later
+    rows and rows past the look-back, equal a plain count over the same pair's windows in
+    (window_start - look-back, window_start]; and the beacon score is the one computed over the pair's
+    whole look-back."""
+    windows = flow_windows(fleet(hosts=3, days=2))
+    lookback = 6 * 3600
+    cut = START + DAY + 7200
+    batch = windows[(windows["window_start"] >= cut) & (windows["window_start"] < cut + 3600)]
+    batch = batch[batch["app"] != "/usr/lib/systemd/systemd-resolved"]  # its pairs stay history only
+    history = windows.drop(batch.index)  # everything else, later rows included
+    profile = fit_profile(windows[windows["window_start"] < START + DAY])
+    features = featurize(batch, profile, history=history, lookback_seconds=lookback)
+    earlier = pd.concat([history, batch])
+    for index, window in batch.iterrows():
+        same = earlier[
+            (earlier["host"] == window["host"])
+            & (earlier["app"] == window["app"])
+            & (earlier["remote_address"] == window["remote_address"])
+            & (earlier["window_start"] > window["window_start"] - lookback)
+            & (earlier["window_start"] <= window["window_start"])
+        ]
+        assert features.at[index, "pair_windows"] == pytest.approx(math.log1p(len(same)))
+        assert features.at[index, "pair_sent_total"] == pytest.approx(math.log1p(same["bytes_sent"].sum()))
+    span = earlier[(earlier["window_start"] > cut - lookback) & (earlier["window_start"] < cut + 3600)]
+    reference = beacon_scores(contacts_of(span[span["app"] == "/usr/bin/rclone"]))
+    synced = batch[batch["app"] == "/usr/bin/rclone"]
+    for index, window in synced.iterrows():
+        key = (window["host"], window["app"], window["remote_address"])
+        assert features.at[index, "beacon_score"] == pytest.approx(reference.at[key, "beacon_score"])
+    assert (features.loc[synced.index, "beacon_score"] > 0.5).all()

@@ -257,15 +257,64 @@ def is_internal_address(text: str) -> bool:
 def is_external(addresses: pd.Series) -> pd.Series:
     """1.0 for an external destination (see :func:`is_internal_address`), else 0.0; one check per
     distinct address."""
-    unique = pd.unique(addresses.to_numpy())
-    flags = pd.Series(
-        [0 if is_internal_address(str(text)) else 1 for text in unique], index=unique, dtype="int8"
+    codes, uniques = pd.factorize(addresses, sort=False)
+    internal = np.fromiter(
+        (is_internal_address(str(text)) for text in uniques), dtype=bool, count=len(uniques)
     )
-    return addresses.map(flags).astype("float64")
+    return pd.Series(np.where(internal[codes], 0.0, 1.0), index=addresses.index, dtype="float64")
 
 
-def _rarity(hosts: int, seen: pd.Series) -> pd.Series:
-    return np.log((hosts + 1.0) / (seen.astype("float64") + 1.0)) / np.log(hosts + 1.0)
+def _rarity(hosts: int, seen: np.ndarray) -> np.ndarray:
+    return np.asarray(
+        np.log((hosts + 1.0) / (np.asarray(seen, dtype=np.float64) + 1.0)) / np.log(hosts + 1.0)
+    )
+
+
+class KeyCounts:
+    """A table of counts by key (a Series with an Index or a MultiIndex), for fast lookups: each key
+    column is coded against the table's own level (a hash lookup of the batch's values), the codes
+    are packed into one integer, and that is searched among the table's packed keys. Several times
+    faster than building a MultiIndex of the batch's keys, and built once per profile."""
+
+    def __init__(self, table: pd.Series) -> None:
+        index = table.index
+        if isinstance(index, pd.MultiIndex):
+            self.levels = [pd.Index(level) for level in index.levels]
+            codes = [np.asarray(level_codes, dtype=np.int64) for level_codes in index.codes]
+        else:
+            single, uniques = pd.factorize(index)
+            self.levels, codes = [pd.Index(uniques)], [np.asarray(single, dtype=np.int64)]
+        self.sizes = [len(level) + 1 for level in self.levels]
+        self.packable = float(np.prod([float(size) for size in self.sizes])) < 2.0**62
+        self.table = table
+        if self.packable:
+            packed = self._pack(codes)
+            order = np.argsort(packed, kind="stable")
+            self.keys = packed[order]
+            self.values = table.to_numpy(dtype=np.float64)[order]
+
+    def _pack(self, codes: list[np.ndarray]) -> np.ndarray:
+        packed = np.zeros(len(codes[0]), dtype=np.int64)
+        for level_codes, size in zip(codes, self.sizes, strict=True):
+            packed = packed * size + level_codes
+        return packed
+
+    def __call__(self, keys: Sequence[pd.Series]) -> np.ndarray:
+        """The count for each row's key (0 where the table lacks it); one Series per key column."""
+        if len(keys) != len(self.levels):
+            raise FeatureError(f"a lookup needs {len(self.levels)} key columns, got {len(keys)}")
+        if not self.packable:
+            return np.asarray(_count_lookup(self.table, list(keys)).to_numpy(), dtype=np.float64)
+        codes = [level.get_indexer(pd.Index(column)) for level, column in zip(self.levels, keys, strict=True)]
+        missing = np.zeros(len(keys[0]), dtype=bool)
+        for level_codes in codes:
+            missing |= level_codes < 0
+        packed = self._pack([np.maximum(level_codes, 0) for level_codes in codes])
+        if not len(self.keys):
+            return np.zeros(len(packed))
+        position = np.minimum(np.searchsorted(self.keys, packed), len(self.keys) - 1)
+        found = ~missing & (self.keys[position] == packed)
+        return np.where(found, self.values[position], 0.0)
 
 
 def _count_lookup(table: pd.Series, keys: list[pd.Series]) -> pd.Series:
@@ -305,6 +354,19 @@ class Profile:
     window_start_min: int
     window_start_max: int
     windows: int
+
+    def counts(self, table: str, keys: Sequence[pd.Series]) -> np.ndarray:
+        """The count in one of the profile's tables (a field name) for each row's key, 0 where absent;
+        the lookup structure is built on first use and kept (not pickled)."""
+        lookups: dict[str, KeyCounts] = self.__dict__.setdefault("_lookups", {})
+        if table not in lookups:
+            lookups[table] = KeyCounts(getattr(self, table))
+        return lookups[table](keys)
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        state.pop("_lookups", None)
+        return state
 
     def app_median_bytes(self, app: str, column: str) -> float:
         """The application's (or the fleet's) median bytes per window, ``column`` sent or received."""
@@ -406,6 +468,7 @@ def pair_codes(contacts: pd.DataFrame) -> tuple[np.ndarray, int]:
     return combined.astype(np.int64), count
 
 
+_NO_HISTORY: Final = pd.DataFrame({key: pd.Series(dtype=object) for key in PAIR_KEYS})
 _CODE_SHIFT: Final = 40  # a sort key is code << 40 | value: values below 2**40, codes below 2**23
 
 
@@ -464,7 +527,13 @@ def beacon_arrays(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per pair code: beacon score, median interval (0 without intervals) and contacts; see
     :func:`beacon_scores`."""
-    order = np.lexsort((first_seen, codes))
+    seen = first_seen.astype(np.int64)
+    if groups < 1 << (63 - _CODE_SHIFT) and (
+        not len(seen) or (seen.min() >= 0 and seen.max() < 1 << _CODE_SHIFT)
+    ):
+        order = np.argsort((codes.astype(np.int64) << _CODE_SHIFT) | seen, kind="stable")
+    else:
+        order = np.lexsort((first_seen, codes))
     ordered_codes = codes[order]
     times = first_seen[order].astype(np.float64)
     same = ordered_codes[1:] == ordered_codes[:-1]
@@ -524,24 +593,47 @@ def beacon_scores(contacts: pd.DataFrame) -> pd.DataFrame:
 
 
 def pair_rolling(
-    contacts: pd.DataFrame, lookback_seconds: int, codes: np.ndarray
+    codes: np.ndarray, starts: np.ndarray, sent: np.ndarray, lookback_seconds: int, wanted: slice
 ) -> tuple[np.ndarray, np.ndarray]:
-    """For each contact row: the pair's bytes sent and contact rows over ``(window_start - lookback,
-    window_start]``, counting only rows at or before it (causal, so training and scoring agree).
-    ``codes``: the rows' :func:`pair_codes`."""
-    starts = contacts["window_start"].to_numpy(dtype=np.int64)
-    order = np.lexsort((starts, codes))
+    """For the contact rows ``wanted``: the pair's bytes sent and contact rows over
+    ``(window_start - lookback, window_start]``, counting only rows at or before it (causal, so
+    training and scoring agree). ``codes``: every row's pair code (:func:`pair_codes`), ``starts`` its
+    window start, ``sent`` its bytes sent."""
     span = np.int64(1) << 34  # window starts are epoch seconds, far below 2**34
-    keys = codes[order] * span + starts[order]
-    sent = contacts["sent"].to_numpy(dtype=np.float64)[order]
-    cumulative = np.concatenate([[0.0], np.cumsum(sent)])
-    last = np.searchsorted(keys, keys, side="right")  # rows up to and including this window start
-    first = np.searchsorted(keys, keys - lookback_seconds, side="right")
-    totals = np.empty(len(keys))
-    counts = np.empty(len(keys))
-    totals[order] = cumulative[last] - cumulative[first]
-    counts[order] = (last - first).astype(np.float64)
-    return totals, counts
+    keys = codes.astype(np.int64) * span + starts.astype(np.int64)
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    cumulative = np.concatenate([[0.0], np.cumsum(sent.astype(np.float64)[order])])
+    asked = keys[wanted]
+    last = np.searchsorted(ordered, asked, side="right")  # rows up to and including this window start
+    first = np.searchsorted(ordered, asked - lookback_seconds, side="right")
+    return cumulative[last] - cumulative[first], (last - first).astype(np.float64)
+
+
+def history_pair_codes(windows: pd.DataFrame, history: pd.DataFrame) -> tuple[np.ndarray, int, np.ndarray]:
+    """The windows' :func:`pair_codes`, their number, and each history row's code of the same pair
+    (-1 where the row's pair is not among the windows'). The history's keys are only looked up in the
+    windows' (small) sets of values, never factorised on their own."""
+    batch = np.zeros(len(windows), dtype=np.int64)
+    past = np.zeros(len(history), dtype=np.int64)
+    valid = np.ones(len(history), dtype=bool)
+    for key in PAIR_KEYS:
+        level_codes, uniques = pd.factorize(windows[key], sort=False)
+        found = pd.Index(uniques).get_indexer(pd.Index(history[key]))
+        valid &= found >= 0
+        width = len(uniques) + 1
+        combined, combined_uniques = pd.factorize(batch * width + level_codes, sort=False)
+        # the history's combined value, coded as the windows' are: searched among their uniques
+        values = np.asarray(combined_uniques, dtype=np.int64)
+        order = np.argsort(values)
+        wanted = past * width + np.maximum(found, 0)
+        position = np.minimum(np.searchsorted(values[order], wanted), max(len(values) - 1, 0))
+        if len(values):
+            valid &= values[order][position] == wanted
+            past = np.where(valid, order[position], 0)
+        batch = combined.astype(np.int64)
+    groups = int(batch.max()) + 1 if len(batch) else 0
+    return batch, groups, np.where(valid, past, -1)
 
 
 def contacts_of(windows: pd.DataFrame) -> pd.DataFrame:
@@ -586,11 +678,11 @@ def featurize(
     process_connections = per_process["connections"].transform("sum")
 
     known = windows["host"].isin(profile.known_hosts).to_numpy()
-    seen_by_host = _count_lookup(profile.host_destinations, [windows["host"], windows["remote_address"]])
-    new_for_host = np.where(known & (seen_by_host.to_numpy() == 0), 1.0, 0.0)
+    seen_by_host = profile.counts("host_destinations", [windows["host"], windows["remote_address"]])
+    new_for_host = np.where(known & (seen_by_host == 0), 1.0, 0.0)
     hour = (windows["window_start"] // 3600) % 24
-    hour_share = _count_lookup(profile.host_hours, [windows["host"], hour])
-    hour_rarity = np.where(known, np.log(1.01 / (hour_share.to_numpy() + 0.01)).clip(min=0.0), 0.0)
+    hour_share = profile.counts("host_hours", [windows["host"], hour])
+    hour_rarity = np.where(known, np.log(1.01 / (hour_share + 0.01)).clip(min=0.0), 0.0)
 
     app_index = profile.app_volume.index.get_indexer(pd.Index(windows["app"]))
     in_profile = app_index >= 0
@@ -631,30 +723,35 @@ def featurize(
     )
 
     external = is_external(windows["remote_address"])
-    destination_rarity = _rarity(hosts, _count_lookup(profile.destination_hosts, [windows["remote_address"]]))
+    destination_rarity = _rarity(hosts, profile.counts("destination_hosts", [windows["remote_address"]]))
     binaries = binary_key(windows["process_sha256"], windows["process_path"])
-    process_rarity = _rarity(hosts, _count_lookup(profile.binary_hosts, [binaries]))
-    contacts = contacts_of(windows)
-    if history is not None and not history.empty:
-        since = int(windows["window_start"].min()) - lookback_seconds
-        starts = history["window_start"]
-        earlier = history[(starts > since) & (starts <= windows["window_start"].max())]
-        contacts = pd.concat([contacts_of(earlier), contacts], ignore_index=True)
-    codes, groups = pair_codes(contacts)
-    current = slice(len(contacts) - len(windows), len(contacts))
-    window_codes = codes[current]
-    # only the pairs of these windows matter: drop the history of other pairs before the heavy part
-    wanted = np.zeros(groups, dtype=bool)
-    wanted[window_codes] = True
-    keep = wanted[codes]
-    if not keep.all():
-        contacts = contacts[keep]
-        codes = codes[keep]
-        current = slice(len(contacts) - len(windows), len(contacts))
-    pair_sent, pair_count = pair_rolling(contacts, lookback_seconds, codes)
-    beacon_score, beacon_interval, beacon_contacts = beacon_arrays(
-        codes, contacts["first_seen"].to_numpy(), contacts["bytes"].to_numpy(), groups
+    process_rarity = _rarity(hosts, profile.counts("binary_hosts", [binaries]))
+    # the look-back: the windows' pairs, their earlier contacts within the look-back, then these windows
+    window_codes, groups, past_codes = history_pair_codes(
+        windows, history if history is not None else _NO_HISTORY
     )
+    starts = windows["window_start"].to_numpy(dtype=np.int64)
+    first_seen = windows["first_seen"].to_numpy(dtype=np.int64)
+    both = (windows["bytes_sent"] + windows["bytes_received"]).to_numpy(dtype=np.float64)
+    sent_bytes = windows["bytes_sent"].to_numpy(dtype=np.float64)
+    if history is not None and len(history):
+        past_starts = history["window_start"].to_numpy(dtype=np.int64)
+        keep = (
+            (past_codes >= 0)
+            & (past_starts > int(starts.min()) - lookback_seconds)
+            & (past_starts <= starts.max())
+        )
+        window_codes_all = np.concatenate([past_codes[keep], window_codes])
+        starts_all = np.concatenate([past_starts[keep], starts])
+        first_seen = np.concatenate([history["first_seen"].to_numpy(dtype=np.int64)[keep], first_seen])
+        past_sent = history["bytes_sent"].to_numpy(dtype=np.float64)[keep]
+        both = np.concatenate([past_sent + history["bytes_received"].to_numpy(dtype=np.float64)[keep], both])
+        sent_bytes = np.concatenate([past_sent, sent_bytes])
+    else:
+        window_codes_all, starts_all = window_codes, starts
+    current = slice(len(window_codes_all) - len(windows), len(window_codes_all))
+    pair_sent, pair_count = pair_rolling(window_codes_all, starts_all, sent_bytes, lookback_seconds, current)
+    beacon_score, beacon_interval, beacon_contacts = beacon_arrays(window_codes_all, first_seen, both, groups)
 
     features = pd.DataFrame(
         {
@@ -668,18 +765,18 @@ def featurize(
             "external": external,
             "destination_rarity": destination_rarity,
             "pair_rarity": _rarity(
-                hosts, _count_lookup(profile.pair_hosts, [windows["app"], windows["remote_address"]])
+                hosts, profile.counts("pair_hosts", [windows["app"], windows["remote_address"]])
             ),
             "port_rarity": _rarity(
                 hosts,
-                _count_lookup(
-                    profile.port_hosts, [windows["protocol"], windows["direction"], windows["service_port"]]
+                profile.counts(
+                    "port_hosts", [windows["protocol"], windows["direction"], windows["service_port"]]
                 ),
             ),
             "port_external_rarity": _rarity(
                 hosts,
-                _count_lookup(
-                    profile.port_external_hosts,
+                profile.counts(
+                    "port_external_hosts",
                     [windows["protocol"], windows["direction"], windows["service_port"], external],
                 ),
             ),
@@ -691,8 +788,8 @@ def featurize(
             "app_received_deviation": app_received_deviation,
             "host_sent_deviation": host_sent_deviation,
             "beacon_score": beacon_score[window_codes],
-            "pair_sent_total": np.log1p(pair_sent[current]),
-            "pair_windows": np.log1p(pair_count[current]),
+            "pair_sent_total": np.log1p(pair_sent),
+            "pair_windows": np.log1p(pair_count),
             # context for explanations, not features
             "beacon_interval": beacon_interval[window_codes],
             "beacon_contacts": beacon_contacts[window_codes],
