@@ -3,8 +3,9 @@ each against a baseline measured in the same run.
 
     .venv/bin/python bench/detection.py --hosts 50 --days 8 --detector ensemble
 
-A fleet is simulated (``fleet_analytics.simulate``, not timed) and summed into flow windows; the last
-day is the one scored, the days before it the training period (50 hosts x 7 days is about 1M windows).
+A fleet is simulated (``fleet_analytics.simulate``, not timed, ending at the evaluation's fixed date so
+every run scores the same windows) and summed into flow windows; the last day is the one scored, the
+days before it the training period (50 hosts x 7 days is about 1M windows).
 
   retrain   ``fleet_analytics.analytics.model.train`` on the training windows, as the nightly task runs
             it (out-of-sample features over the folds, the detector fitted, validated, the profile
@@ -43,6 +44,7 @@ if str(ROOT) not in sys.path:
 
 from fleet_analytics.analytics.features import FEATURES, flow_windows  # noqa: E402
 from fleet_analytics.analytics.model import train, training_features  # noqa: E402
+from fleet_analytics.evaluate import EVALUATION_END  # noqa: E402
 from fleet_analytics.simulate import simulate  # noqa: E402
 
 log = logging.getLogger("bench.detection")
@@ -79,7 +81,7 @@ def _baseline_batch(index: int) -> int:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
-    simulation = simulate(hosts=args.hosts, days=args.days, seed=args.seed, attacks=())
+    simulation = simulate(hosts=args.hosts, days=args.days, seed=args.seed, attacks=(), end=EVALUATION_END)
     windows = flow_windows(simulation.flows.rename(columns={"host_identifier": "host"}))
     cut = simulation.end - DAY
     clean = windows[windows["window_start"] < cut]

@@ -38,7 +38,7 @@ from fleet_analytics.analytics.alerts import (
     draft_alerts,
     triage_drafts,
 )
-from fleet_analytics.analytics.features import UNIT_KEYS, flow_windows
+from fleet_analytics.analytics.features import UNIT_KEYS, flow_windows, history_windows
 from fleet_analytics.config import Settings
 from fleet_analytics.db import Database, load_sql
 from fleet_analytics.ingest.store import copy_field
@@ -446,7 +446,7 @@ def score_pending(
                     "batch_ids": ids,
                 },
             )
-            history = flow_windows(history_rows) if not history_rows.empty else None
+            history = history_windows(history_rows) if not history_rows.empty else None
             scored = model.score(windows, history=history)
             result.windows = len(scored)
             result.anomalous = int(scored["anomalous"].sum())

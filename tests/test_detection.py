@@ -489,3 +489,76 @@ def test_flow_frame_reads_text_columns_as_text(app: Flask, history: tuple[Fleet,
     assert frame["process_sha256"].map(type).eq(str).all()
     assert frame["remote_hostname"].eq("").all()  # empty text stays empty, not NaN
     assert pd.api.types.is_integer_dtype(frame["bytes_sent"])
+
+
+def test_history_summed_in_the_store_equals_flow_windows(app: Flask, history: tuple[Fleet, int]) -> None:
+    """The look-back history the scorer reads (summed per flow window by detect_rows_history) holds
+    the same contacts as the flow windows of every row: rows of one flow window (two pids, inbound
+    from two client ports, a binary without a path) are summed alike."""
+    from fleet_analytics.analytics.features import history_windows  # noqa: PLC0415
+    from fleet_analytics.detection import read_frame  # noqa: PLC0415
+
+    fleet, end = history
+    window = end - 3 * 3600
+    extra = [
+        {
+            "window_start": window,
+            "pid": 1,
+            "local_port": 41000,
+            "remote_address": "52.1.1.1",
+            "bytes_sent": 10,
+        },
+        {
+            "window_start": window,
+            "pid": 2,
+            "local_port": 41001,
+            "remote_address": "52.1.1.1",
+            "bytes_sent": 20,
+        },
+        {
+            "window_start": window,
+            "direction": "inbound",
+            "local_port": 22,
+            "remote_port": 50001,
+            "remote_address": "10.9.9.9",
+            "process_path": "/usr/sbin/sshd",
+            "process_sha256": "dd" * 32,
+        },
+        {
+            "window_start": window,
+            "direction": "inbound",
+            "local_port": 22,
+            "remote_port": 50002,
+            "remote_address": "10.9.9.9",
+            "process_path": "/usr/sbin/sshd",
+            "process_sha256": "dd" * 32,
+        },
+        {
+            "window_start": window,
+            "process_path": "",
+            "process_sha256": "ee" * 32,
+            "remote_address": "52.1.1.1",
+            "first_seen": window + 1,
+        },
+    ]
+    fleet.send(HOSTS[0], extra)
+    with services(app).db.transaction() as cur:
+        cur.execute("SELECT array_agg(id) FROM hosts")
+        host_ids = cur.fetchone()[0]
+        rows = read_frame(cur, "detect_rows_period", {"since": 0, "until": 2**40})
+        addresses = sorted(pd.unique(rows["remote_address"]).tolist())
+        summed = read_frame(
+            cur,
+            "detect_rows_history",
+            {"host_ids": host_ids, "since": 0, "before": 2**40, "addresses": addresses, "batch_ids": [-1]},
+        )
+    from fleet_analytics.analytics.features import flow_windows  # noqa: PLC0415
+
+    columns = ["host", "window_start", "app", "remote_address", "first_seen", "bytes_sent", "bytes_received"]
+    ours = history_windows(summed)[columns].sort_values(columns).reset_index(drop=True)
+    reference = flow_windows(rows)[columns].sort_values(columns).reset_index(drop=True)
+    assert len(ours) == 10 * 288 * 3 + 3  # the five extra rows are three flow windows
+    pd.testing.assert_frame_equal(ours, reference, check_dtype=False)
+    sshd = ours[ours["app"] == "/usr/sbin/sshd"]
+    assert sshd["bytes_sent"].tolist() == [2400]
+    assert (ours["app"] == "ee" * 32).sum() == 1

@@ -181,7 +181,7 @@ class IForestDetector(_PyOD):
         cells = np.ascontiguousarray(X, dtype=np.float32)  # trees split float32 values
         depths = np.zeros(X.shape[0])
         for tree, path_lengths, average_lengths in zip(forest.estimators_, lengths, averages, strict=True):
-            leaves = tree.apply(cells, check_input=False)
+            leaves = tree.tree_.apply(cells)  # the fitted tree itself: no per-call validation
             depths += path_lengths[leaves] + average_lengths[leaves] - 1.0
         denominator = len(forest.estimators_) * _average_path_length([forest._max_samples])[0]
         scores = 2.0 ** -np.divide(depths, denominator, out=np.ones_like(depths), where=denominator != 0)
