@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +18,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from fleet_analytics.config import Settings, as_flask_config, load_settings
+from fleet_analytics.dashboard import error_page, register_dashboard, wants_html
 from fleet_analytics.db import Database, DatabaseUnavailable, load_sql, migrate
 from fleet_analytics.embedded import EmbeddedPostgres
 from fleet_analytics.ingest.protocol import RequestError
@@ -37,7 +37,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(as_flask_config(settings))
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.config["SECRET_KEY"] = settings.secret_key or secrets.token_hex(32)
     packs = shipped_packs(settings.packs_dir)
     embedded = None
     dsn = settings.database_url
@@ -47,7 +46,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         atexit.register(embedded.stop)
         migrate(dsn)
     db = Database(dsn, pool_max=settings.pool_max, statement_timeout_ms=settings.statement_timeout_ms)
-    queue = TaskQueue(settings) if settings.score_on_ingest else None
+    queue = TaskQueue(settings)
     fleet = Services(settings=settings, db=db, shipped_packs=packs, embedded=embedded, queue=queue)
     app.extensions["fleet"] = fleet
     apply_enroll_secret(fleet.db, settings)
@@ -57,6 +56,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(osquery_bp)
     app.register_blueprint(api_bp)
+    register_dashboard(app)
     register_error_handlers(app)
 
     @app.get("/healthz")
@@ -99,16 +99,22 @@ def register_error_handlers(app: Flask) -> None:
         return error(exc.status, exc.reason)
 
     @app.errorhandler(DatabaseUnavailable)
-    def unavailable(exc: DatabaseUnavailable) -> tuple[Response, int]:
+    def unavailable(exc: DatabaseUnavailable) -> Any:
         retry = app.config["FLEET_RETRY_AFTER_SECONDS"]
         log.warning("%s %s: 503: %s", request.method, request.path, exc)
+        if wants_html():
+            return error_page(503, f"The database is unavailable; retry in {retry} s. ({exc})")
         response, status = error(503, f"the database is unavailable; retry later ({exc})", retry_after=retry)
         response.headers["Retry-After"] = str(retry)
         return response, status
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> tuple[Response, int]:
+    def http_error(exc: HTTPException) -> Any:
         status = exc.code or 500
+        if wants_html():
+            pages = {404: f"There is no page {request.path}.", 405: f"{request.method} is not allowed here."}
+            default = exc.description if exc.description and exc.description != type(exc).description else ""
+            return error_page(status, default or pages.get(status, exc.name))
         reasons = {
             413: f"the request body exceeds {app.config['MAX_CONTENT_LENGTH']} bytes: send smaller batches",
             400: f"bad request: {exc.description}",
@@ -118,6 +124,8 @@ def register_error_handlers(app: Flask) -> None:
         return error(status, reasons.get(status, exc.description or exc.name))
 
     @app.errorhandler(Exception)
-    def unexpected(exc: Exception) -> tuple[Response, int]:
+    def unexpected(exc: Exception) -> Any:
         log.exception("%s %s failed", request.method, request.path)
+        if wants_html():
+            return error_page(500, f"Something went wrong on our side ({type(exc).__name__}); it is logged.")
         return error(500, f"internal error ({type(exc).__name__}); nothing was acknowledged: retry later")

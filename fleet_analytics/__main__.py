@@ -13,6 +13,8 @@
     python -m fleet_analytics simulate [--hosts N] [--days D] [--seed S] [--url URL]
     python -m fleet_analytics evaluate [--hosts N] [--days D] [--seeds 1,2] [--datasets all|none|NAMES]
     python -m fleet_analytics token create --name N [--role analyst|admin] | list | revoke ID
+    python -m fleet_analytics create-user NAME [--role analyst|admin] [--generate] [--reset]
+    python -m fleet_analytics users list | disable NAME
     python -m fleet_analytics worker [--concurrency N]      Celery worker (scoring, training)
     python -m fleet_analytics beat                          Celery beat (catch-up, nightly retrain)
 
@@ -58,6 +60,7 @@ from fleet_analytics.packs import (
     save_pack,
     shipped_packs,
 )
+from fleet_analytics.rollups import delete_rollups_before, roll_up_pending
 
 log = logging.getLogger("fleet_analytics")
 
@@ -174,8 +177,10 @@ def cmd_maintain(settings: Settings, _args: argparse.Namespace) -> int:
         dropped = drop_partitions_before(db, cutoff)
         before = datetime.fromtimestamp(now, tz=UTC) - timedelta(days=settings.results_retention_days)
         batches = delete_batches_before(db, before)
+        rollups = delete_rollups_before(db, (int(now) // 86400 - settings.rollup_retention_days) * 86400)
     print(f"flow partitions present: {', '.join(created)}; dropped: {', '.join(dropped) or 'none'}")
     print(f"batches older than {settings.results_retention_days} days deleted, with their rows: {batches}")
+    print(f"rollup rows older than {settings.rollup_retention_days} days deleted: {rollups}")
     return 0
 
 
@@ -235,6 +240,7 @@ def cmd_score(settings: Settings, args: argparse.Namespace) -> int:
             within, older = pending_counts(db, settings)
             print(json.dumps({"pending_batches": within, "stale_unscored_batches": older}, indent=2))
             return 0
+        rolled = roll_up_pending(db, settings)  # the dashboard's sums need no model
         cache = ModelCache()
         runs = []
         while True:  # until nothing is left (each run takes at most FLEET_SCORE_MAX_WINDOWS rows)
@@ -254,7 +260,68 @@ def cmd_score(settings: Settings, args: argparse.Namespace) -> int:
             "alerts_suppressed",
         )
     }
-    print(json.dumps({"model_id": runs[0]["model_id"], **totals, "note": runs[-1]["skipped"]}, indent=2))
+    print(
+        json.dumps(
+            {
+                "model_id": runs[0]["model_id"],
+                **totals,
+                "rolled_up_batches": rolled.batches,
+                "note": runs[-1]["skipped"],
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def _read_password(args: argparse.Namespace) -> tuple[str, bool]:
+    """The new password: generated (and printed), read from stdin, or asked for twice on a terminal."""
+    if args.generate:
+        return secrets.token_urlsafe(18), True
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n"), False
+    import getpass  # noqa: PLC0415
+
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise CommandError("the passwords differ: try again")
+    return first, False
+
+
+def cmd_create_user(settings: Settings, args: argparse.Namespace) -> int:
+    from fleet_analytics.dashboard.auth import AccountError, create_analyst, reset_analyst  # noqa: PLC0415
+
+    password, generated = _read_password(args)
+    with database(settings) as dsn, Database(dsn) as db:
+        try:
+            if args.reset:
+                reset_analyst(db, args.username, password, args.role)
+            else:
+                create_analyst(db, args.username, password, args.role or "analyst")
+        except AccountError as exc:
+            raise CommandError(str(exc)) from None
+    done = "password reset for" if args.reset else "created"
+    print(f"user {args.username} {done}" + (f"; password: {password}" if generated else ""))
+    return 0
+
+
+def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
+    from fleet_analytics.dashboard.auth import AccountError, disable_analyst, list_analysts  # noqa: PLC0415
+
+    with database(settings) as dsn, Database(dsn) as db:
+        if args.action == "disable":
+            try:
+                if not disable_analyst(db, args.username):
+                    raise CommandError(f"no enabled user {args.username!r} (see `users list`)")
+            except AccountError as exc:
+                raise CommandError(str(exc)) from None
+            print(f"user {args.username} disabled; its sessions have ended")
+            return 0
+        users = [
+            {k: v.isoformat() if isinstance(v, datetime) else v for k, v in user.items()}
+            for user in list_analysts(db)
+        ]
+    print(json.dumps({"users": users}, indent=2))
     return 0
 
 
@@ -624,6 +691,18 @@ def build_parser() -> argparse.ArgumentParser:
     token_actions.add_parser("list", help="tokens and when each was last used")
     revoke = token_actions.add_parser("revoke", help="stop accepting a token")
     revoke.add_argument("token_id", type=int)
+    user = commands.add_parser(
+        "create-user", help="a dashboard account (the password is asked for, read from stdin or generated)"
+    )
+    user.add_argument("username", help="1-64 letters, digits, . _ @ -")
+    user.add_argument("--role", choices=("analyst", "admin"), default=None, help="default analyst")
+    user.add_argument("--generate", action="store_true", help="make a random password and print it once")
+    user.add_argument("--reset", action="store_true", help="set a new password for an existing user")
+    users = commands.add_parser("users", help="dashboard accounts: list, disable")
+    user_actions = users.add_subparsers(dest="action", required=True, metavar="action")
+    user_actions.add_parser("list", help="accounts, roles, last logins (JSON)")
+    disable = user_actions.add_parser("disable", help="stop an account from logging in")
+    disable.add_argument("username")
     worker = commands.add_parser("worker", help="run a Celery worker: scoring, training, maintenance")
     worker.add_argument(
         "--concurrency", type=int, default=0, help="worker processes (default: CPUs, 4 at most)"
@@ -650,6 +729,8 @@ HANDLERS = {
     "simulate": cmd_simulate,
     "evaluate": cmd_evaluate,
     "token": cmd_token,
+    "create-user": cmd_create_user,
+    "users": cmd_users,
     "worker": cmd_worker,
     "beat": cmd_beat,
 }

@@ -73,7 +73,22 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("web_workers", int, 0, 0, 64, "gunicorn worker processes; 0: one per CPU"),
     Setting("web_threads", int, 4, 1, 64, "threads per gunicorn worker"),
     Setting("access_log", bool, False, help="log every request (gunicorn's access log, to stderr)"),
-    Setting("secret_key", str, "", help="Flask session key (dashboard); empty: random per start"),
+    Setting(
+        "secret_key",
+        str,
+        "",
+        help="signs dashboard sessions; empty: a random key kept in data_dir/session.key",
+    ),
+    Setting(
+        "cookie_secure",
+        str,
+        "auto",
+        help="session cookie Secure flag: auto (when tls_cert is set), always (behind a TLS proxy), never",
+    ),
+    Setting("session_hours", int, 12, 1, 24 * 30, "a dashboard login lasts this long"),
+    Setting(
+        "rollup_retention_days", int, 400, 1, 3650, "the dashboard's hourly and daily sums kept this long"
+    ),
     Setting("tls_cert", str, "", help="PEM certificate (chain) for HTTPS; empty: plain HTTP"),
     Setting("tls_key", str, "", help="PEM private key of tls_cert"),
     Setting("broker_url", str, "", help="Celery broker (redis://...); empty: an embedded Redis in data_dir"),
@@ -136,6 +151,9 @@ class Settings:
     web_threads: int
     access_log: bool
     secret_key: str
+    cookie_secure: str
+    session_hours: int
+    rollup_retention_days: int
     tls_cert: str
     tls_key: str
     broker_url: str
@@ -247,6 +265,12 @@ def validate(settings: Settings) -> None:
         ("redis://", "rediss://", "redis+socket://")
     ):
         raise ConfigError("FLEET_BROKER_URL must be a redis://, rediss:// or redis+socket:// URL (or empty)")
+    if settings.cookie_secure not in ("auto", "always", "never"):
+        raise ConfigError(f"FLEET_COOKIE_SECURE is {settings.cookie_secure!r}: use auto, always or never")
+    if settings.secret_key and len(settings.secret_key) < 32:
+        raise ConfigError(
+            "FLEET_SECRET_KEY is too short: use at least 32 random characters (or leave it empty)"
+        )
     if not settings.flows_query or any(ch in settings.flows_query for ch in "/ "):
         raise ConfigError(f"FLEET_FLOWS_QUERY {settings.flows_query!r} must be a bare query name")
 

@@ -20,7 +20,7 @@ class Services:
     shipped_packs: dict[str, dict[str, Any]]
     partitions: PartitionCache = field(default_factory=PartitionCache)
     embedded: EmbeddedPostgres | None = None
-    queue: TaskQueue | None = None  # None: scoring is not enqueued after ingest (FLEET_SCORE_ON_INGEST)
+    queue: TaskQueue | None = None  # tasks to the worker (scoring after ingest when FLEET_SCORE_ON_INGEST)
 
     def close(self) -> None:
         if self.queue is not None:

@@ -25,10 +25,13 @@ apt_install() {
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   # The kernel part: clang/llvm build the BPF object, bpftool dumps vmlinux.h, libbpf loads it.
   apt_install clang llvm libbpf-dev libbpf1 bpftool python3-venv
+  # The dashboard's browser tests drive the system's headless Chromium.
+  apt_install chromium
 else
   for tool in clang bpftool; do
     command -v "$tool" >/dev/null 2>&1 || log "note: $tool not found; kernel capture needs root and 'apt-get install clang llvm libbpf-dev libbpf1 bpftool' (kernel tests will skip)"
   done
+  command -v chromium >/dev/null 2>&1 || log "note: chromium not found; the dashboard's browser tests need 'apt-get install chromium' (they will skip)"
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

@@ -120,3 +120,22 @@ def fleet_app(dsn: str, data_dir: Path, **settings: Any) -> Iterator[Flask]:
         yield app
     finally:
         app.extensions["fleet"].close()
+
+
+@contextlib.contextmanager
+def database_copy(server_dsn: str, template: str) -> Iterator[str]:
+    """A fresh database copied from ``template`` on the server of ``server_dsn``; dropped after."""
+    import uuid  # noqa: PLC0415
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(server_dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
+    base, _, options = server_dsn.partition("?")
+    try:
+        yield base.rsplit("/", 1)[0] + f"/{name}" + (f"?{options}" if options else "")
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.close()

@@ -51,7 +51,7 @@ COMMAND_ROLES = {"migrate", "maintain", "worker", "beat"}
 # docker/README.md).
 ENTRYPOINT_ONLY = {"FLEET_PORT", "FLEET_MIGRATE_ON_START"}
 # What the images leave out of requirements.txt may only be tools of the tests and checks.
-TEST_TOOLS = {"pytest", "pytest-timeout", "hypothesis", "ruff", "mypy", "tox"}
+TEST_TOOLS = {"pytest", "pytest-timeout", "hypothesis", "ruff", "mypy", "tox", "playwright"}
 
 
 def cli_commands() -> set[str]:

@@ -150,6 +150,6 @@ def log_batch() -> Response:
     )
     if outcome.quarantined:
         log.info("host %d: %d item(s) quarantined", host_id, outcome.quarantined)
-    if outcome.batch_id is not None and outcome.flow_rows and fleet.queue is not None:
+    if outcome.batch_id is not None and outcome.flow_rows and fleet.settings.score_on_ingest and fleet.queue:
         fleet.queue.score_batch(outcome.batch_id)  # after the commit; never fails the request
     return jsonify({"node_invalid": False, **outcome.as_dict()})

@@ -11,6 +11,7 @@ from celery import shared_task
 from flask import current_app
 
 from fleet_analytics.detection import DetectionError, ModelCache, score_pending, train_and_register
+from fleet_analytics.rollups import delete_rollups_before, roll_up_pending
 from fleet_analytics.services import Services
 from fleet_analytics.tasks import MAINTAIN, RETRAIN, SCORE_BATCHES, SCORE_PENDING
 
@@ -28,6 +29,9 @@ def _services() -> Services:
 def _score(batch_ids: list[int] | None) -> dict[str, Any]:
     services = _services()
     totals: dict[str, Any] = {"batches": 0, "windows": 0, "alerts_new": 0, "alerts_merged": 0, "runs": 0}
+    # the dashboard's rollups first: they need no model, and the overview should follow ingest
+    rolled = roll_up_pending(services.db, services.settings)
+    totals["rolled_up_batches"] = rolled.batches
     while True:
         result = score_pending(services.db, services.settings, cache=_MODELS, batch_ids=batch_ids)
         if result.batches == 0:
@@ -71,7 +75,7 @@ def retrain(reason: str = "on demand", detector: str | None = None) -> dict[str,
 
 @shared_task(name=MAINTAIN, acks_late=True)  # type: ignore[untyped-decorator]
 def maintain() -> dict[str, Any]:
-    """Flow partitions ahead, partitions past retention dropped, old batches deleted."""
+    """Flow partitions ahead, partitions past retention dropped, old batches and rollups deleted."""
     from fleet_analytics.ingest.store import (  # noqa: PLC0415
         delete_batches_before,
         drop_partitions_before,
@@ -85,4 +89,10 @@ def maintain() -> dict[str, Any]:
     dropped = drop_partitions_before(services.db, (int(now) // 86400 - settings.flow_retention_days) * 86400)
     before = datetime.fromtimestamp(now, tz=UTC) - timedelta(days=settings.results_retention_days)
     deleted = delete_batches_before(services.db, before)
-    return {"partitions": created, "dropped": dropped, "batches_deleted": deleted}
+    rollups = delete_rollups_before(services.db, (int(now) // 86400 - settings.rollup_retention_days) * 86400)
+    return {
+        "partitions": created,
+        "dropped": dropped,
+        "batches_deleted": deleted,
+        "rollup_rows_deleted": rollups,
+    }

@@ -75,6 +75,20 @@ class TaskQueue:
         self.sent += 1
         return True
 
+    def send(self, name: str, *, args: list[Any] | None = None, kwargs: dict[str, Any] | None = None) -> bool:
+        """Enqueue task ``name``; False (and logged) when no broker takes it."""
+        if not self.available():
+            return False
+        try:
+            self._app().send_task(name, args=args or [], kwargs=kwargs or {}, retry=False)
+        except Exception as exc:  # any broker failure: the caller says so
+            self.failed += 1
+            log.warning("could not enqueue %s: %s", name, exc)
+            self._checked = 0.0
+            return False
+        self.sent += 1
+        return True
+
     def close(self) -> None:
         with self._lock:
             if self._celery is not None:
