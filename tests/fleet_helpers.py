@@ -139,3 +139,51 @@ def database_copy(server_dsn: str, template: str) -> Iterator[str]:
         with admin.cursor() as cur:
             cur.execute(f"DROP DATABASE {name} WITH (FORCE)")
         admin.close()
+
+
+@contextlib.contextmanager
+def populated_fleet(
+    server_dsn: str, template: str, data_dir: Path, password: str
+) -> Iterator[dict[str, Any]]:
+    """The fleet service on a fresh database with analysts ``ana`` (analyst) and ``root`` (admin), both
+    with ``password``; 10 hosts with two days of traffic through the real log API, one agent status, a
+    model trained on them, an exfiltration scored into an alert, and the rollups summed. Yields the
+    app, the database URL, the end of the normal traffic and the exfiltration alert's id."""
+    from fleet_analytics.dashboard.auth import create_analyst  # noqa: PLC0415
+    from fleet_analytics.detection import ModelCache, score_pending, train_and_register  # noqa: PLC0415
+    from fleet_analytics.rollups import roll_up_pending  # noqa: PLC0415
+    from tests.test_detection import HOSTS, Fleet, exfiltration, normal_rows  # noqa: PLC0415
+
+    with (
+        database_copy(server_dsn, template) as dsn,
+        fleet_app(dsn, data_dir, score_on_ingest=False, training_folds=3) as app,
+    ):
+        services = app.extensions["fleet"]
+        create_analyst(services.db, "ana", password, "analyst")
+        create_analyst(services.db, "root", password, "admin")
+        fleet = Fleet(app.test_client())
+        end = int(time.time()) // 600 * 600 - 3600
+        for index, host in enumerate(HOSTS):
+            fleet.send(host, normal_rows(index, end - 2 * 86400, end, seed=1))
+        train_and_register(services.db, services.settings, days=2.2, reason="test")
+        cache = ModelCache()
+        score_pending(services.db, services.settings, cache=cache)
+        fleet.send(HOSTS[3], normal_rows(3, end, end + 1200, seed=2) + exfiltration(end + 600))
+        status = {"enterprise_network": "on", "spool_rows": "42", "spool_oldest_unsent": str(end - 300),
+                  "backend": "ebpf", "hook_set": "tracepoint", "counters": "{}"}  # fmt: skip
+        response = fleet.client.post(
+            "/api/v1/osquery/log",
+            json={
+                "node_key": fleet.keys[HOSTS[3]],
+                "log_type": "result",
+                "data": [result_item(status, name="pack_netflow_netflow_agent_status")],
+            },
+        )
+        assert response.status_code == 200, response.json
+        scored = score_pending(services.db, services.settings, cache=cache)
+        assert scored.alerts_new >= 1
+        roll_up_pending(services.db, services.settings)
+        (alert_id,) = query(
+            dsn, "SELECT id FROM alerts WHERE remote_address = '198.51.100.200' ORDER BY id LIMIT 1"
+        )[0]
+        yield {"app": app, "dsn": dsn, "end": end, "alert_id": int(alert_id)}

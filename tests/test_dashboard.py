@@ -9,7 +9,6 @@ import html
 import io
 import json
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,9 @@ from flask.testing import FlaskClient
 
 from fleet_analytics.__main__ import main as cli
 from fleet_analytics.dashboard.auth import MAX_FAILURES, create_analyst, reset_analyst
-from fleet_analytics.detection import ModelCache, score_pending, train_and_register
 from fleet_analytics.rollups import roll_up_pending
-from tests.fleet_helpers import database_copy, fleet_app, query, result_item
-from tests.test_detection import HOSTS, Fleet, exfiltration, normal_rows
+from tests.fleet_helpers import fleet_app, populated_fleet, query
+from tests.test_detection import HOSTS
 
 PASSWORD = "correct horse battery"
 PAGES = ("/", "/alerts", "/hosts", "/flows", "/models", "/packs")
@@ -245,41 +243,9 @@ def test_cli_creates_resets_lists_and_disables_users(
 def populated(
     server_dsn: str, migrated_template: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
-    """A fleet of 10 hosts with two days of traffic through the real log API, an agent status, a model,
-    an exfiltration scored into an alert, and the rollups; shared by the tests below (read-mostly)."""
-    data = tmp_path_factory.mktemp("data")
-    with (
-        database_copy(server_dsn, migrated_template) as dsn,
-        fleet_app(dsn, data, score_on_ingest=False, training_folds=3) as app,
-    ):
-        fleet_services = app.extensions["fleet"]
-        create_analyst(fleet_services.db, "ana", PASSWORD, "analyst")
-        create_analyst(fleet_services.db, "root", PASSWORD, "admin")
-        fleet = Fleet(app.test_client())
-        end = int(time.time()) // 600 * 600 - 3600
-        for index, host in enumerate(HOSTS):
-            fleet.send(host, normal_rows(index, end - 2 * 86400, end, seed=1))
-        train_and_register(fleet_services.db, fleet_services.settings, days=2.2, reason="test")
-        cache = ModelCache()
-        score_pending(fleet_services.db, fleet_services.settings, cache=cache)
-        fleet.send(HOSTS[3], normal_rows(3, end, end + 1200, seed=2) + exfiltration(end + 600))
-        status = {"enterprise_network": "on", "spool_rows": "42", "spool_oldest_unsent": str(end - 300),
-                  "backend": "ebpf", "hook_set": "tracepoint", "counters": "{}"}  # fmt: skip
-        fleet.client.post(
-            "/api/v1/osquery/log",
-            json={
-                "node_key": fleet.keys[HOSTS[3]],
-                "log_type": "result",
-                "data": [result_item(status, name="pack_netflow_netflow_agent_status")],
-            },
-        )
-        scored = score_pending(fleet_services.db, fleet_services.settings, cache=cache)
-        assert scored.alerts_new >= 1
-        roll_up_pending(fleet_services.db, fleet_services.settings)
-        (alert_id,) = query(
-            dsn, "SELECT id FROM alerts WHERE remote_address = '198.51.100.200' ORDER BY id LIMIT 1"
-        )[0]
-        yield {"app": app, "dsn": dsn, "end": end, "alert_id": int(alert_id)}
+    """A populated fleet (fleet_helpers.populated_fleet), shared by the tests below (read-mostly)."""
+    with populated_fleet(server_dsn, migrated_template, tmp_path_factory.mktemp("data"), PASSWORD) as fleet:
+        yield fleet
 
 
 @pytest.fixture
@@ -345,8 +311,11 @@ def test_alert_list_filters_sorts_and_opens_the_detail(
     assert "never seen before on any of 10 hosts" in detail
     assert "198.51.100.200" in detail and "/usr/bin/rclone" in detail and "cc" * 32 in detail
     series = json.loads(re.search(r'id="series-data">(.*?)</script>', detail, re.S).group(1))  # type: ignore[union-attr]
-    marked = [value for value in series["datasets"][2]["data"] if value is not None]
+    sets = {dataset["label"]: dataset["data"] for dataset in series["datasets"]}
+    marked = [value for value in sets["anomalous window"] if value is not None]
     assert marked == [45_000_000] * 3  # the three anomalous windows are marked on the chart
+    assert sum(sets["sent (all destinations)"]) > sum(sets["sent to 198.51.100.200"]) == 135_000_000
+    assert len(series["labels"]) > 3  # the application's other windows around it give the context
 
 
 def test_triage_and_bulk_triage_change_state(

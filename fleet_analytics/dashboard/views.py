@@ -346,12 +346,29 @@ def alert_detail(alert_id: int) -> str:
             "line",
             labels,
             [
-                {"label": "sent", "data": [int(row["bytes_sent"]) for row in series]},
-                {"label": "received", "data": [int(row["bytes_received"]) for row in series]},
+                {"label": "sent (all destinations)", "data": [int(row["bytes_sent"]) for row in series]},
                 {
-                    "label": "anomalous window (sent)",
+                    "label": "received (all destinations)",
+                    "data": [int(row["bytes_received"]) for row in series],
+                },
+                *(
+                    [
+                        {
+                            "label": f"sent to {alert['remote_address']}",
+                            "colour": "#7a4cc2",
+                            "data": [int(row["destination_sent"] or 0) for row in series],
+                        }
+                    ]
+                    if alert["remote_address"]
+                    else []
+                ),
+                {
+                    "label": "anomalous window",
+                    "colour": "#c8102e",
                     "data": [
-                        int(row["bytes_sent"]) if int(row["window_start"]) in anomalous else None
+                        int(row["destination_sent"] if alert["remote_address"] else row["bytes_sent"])
+                        if int(row["window_start"]) in anomalous
+                        else None
                         for row in series
                     ],
                     "points": True,

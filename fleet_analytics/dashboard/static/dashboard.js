@@ -26,12 +26,15 @@
     var spec = JSON.parse(source.textContent);
     var labels = spec.labels;
     var span = labels.length > 1 ? labels[labels.length - 1] - labels[0] : 0;
+    // a line over time is drawn on a linear time axis (gaps in the data stay gaps); bars by category
+    var timeAxis = spec.kind === "line" && !spec.categorical;
     var datasets = spec.datasets.map(function (set, index) {
-      var colour = colours[set.label] || colours[set.label.split(" ")[0]] || palette[index % palette.length];
+      var colour = set.colour || colours[set.label] || colours[set.label.split(" ")[0]] || palette[index % palette.length];
+      var data = timeAxis ? set.data.map(function (y, i) { return { x: labels[i], y: y }; }) : set.data;
       var out = {
-        label: set.label, data: set.data, borderColor: colour, backgroundColor: colour,
-        borderWidth: spec.kind === "line" ? 1.5 : 0, pointRadius: set.points ? 4 : 0, spanGaps: !set.points,
-        showLine: !set.points, fill: false
+        label: set.label, data: data, borderColor: colour, backgroundColor: colour,
+        borderWidth: spec.kind === "line" ? 1.5 : 0, pointRadius: set.points ? 4 : (labels.length < 60 ? 2 : 0),
+        spanGaps: !set.points, showLine: !set.points, fill: false
       };
       if (spec.threshold !== undefined && spec.categorical) {
         out.backgroundColor = labels.map(function (x) { return x > spec.threshold ? colours.critical : colour; });
@@ -42,19 +45,24 @@
     new Chart(canvas, {
       type: spec.kind,
       data: {
-        labels: spec.categorical ? labels : labels.map(function (x) { return timeLabel(x, span); }),
+        labels: timeAxis ? undefined : (spec.categorical ? labels : labels.map(function (x) { return timeLabel(x, span); })),
         datasets: datasets
       },
       options: {
         animation: false, responsive: true, maintainAspectRatio: false,
         interaction: { mode: "index", intersect: false },
         scales: {
-          x: { stacked: !!spec.stacked, ticks: { maxTicksLimit: 12, autoSkip: true } },
+          x: timeAxis
+            ? { type: "linear", ticks: { maxTicksLimit: 10, callback: function (v) { return timeLabel(v, span); } } }
+            : { stacked: !!spec.stacked, ticks: { maxTicksLimit: 12, autoSkip: true } },
           y: { stacked: !!spec.stacked, type: spec.logarithmic ? "logarithmic" : "linear", beginAtZero: !spec.logarithmic, ticks: yTicks }
         },
         plugins: {
           legend: { position: "bottom", labels: { boxWidth: 12 } },
-          tooltip: spec.unit === "bytes" ? { callbacks: { label: function (c) { return c.dataset.label + ": " + humanBytes(c.parsed.y); } } } : {}
+          tooltip: { callbacks: {
+            title: function (items) { return timeAxis && items.length ? new Date(items[0].parsed.x * 1000).toISOString().slice(0, 16).replace("T", " ") + " UTC" : undefined; },
+            label: spec.unit === "bytes" ? function (c) { return c.dataset.label + ": " + humanBytes(c.parsed.y); } : undefined
+          } }
         }
       }
     });
