@@ -248,7 +248,8 @@ def _lock_data_dir(data_dir: Path) -> TextIO:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from extension.collector import Collector  # noqa: PLC0415 - keeps --help fast
-    from extension.results import ResultEmitter  # noqa: PLC0415
+    from extension.osquery_plugins import agent_status_row  # noqa: PLC0415
+    from extension.results import STATUS_EVERY, ResultEmitter  # noqa: PLC0415
     from extension.spool import Spool  # noqa: PLC0415
     from extension.uplink import Uplink, spool_info  # noqa: PLC0415
 
@@ -279,6 +280,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             settings.window_seconds,
         )
         last_live = [time.monotonic()]
+        last_status = [float("-inf")]  # the first tick reports the agent's status
+        status_emitter = ResultEmitter(store, spool) if settings.emit_results else None
         reported: dict[str, object] = {}
 
         def on_tick(current: Collector) -> None:
@@ -288,6 +291,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 store.set_info(state)
                 reported.clear()
                 reported.update(state)
+            if status_emitter is not None and time.monotonic() - last_status[0] >= STATUS_EVERY:
+                last_status[0] = time.monotonic()
+                status_emitter.emit_status(agent_status_row(store))
             if args.live and time.monotonic() - last_live[0] >= args.live_interval:
                 last_live[0] = time.monotonic()
                 print_summary(store, started, current.status(), sys.stdout)

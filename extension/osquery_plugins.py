@@ -299,19 +299,23 @@ class NetAgentStatus(NetTable):
     TABLE = "net_agent_status"
 
     def rows(self, constraints: Sequence[Constraint]) -> list[dict[str, object]]:
-        store = self.store()
-        info = store.info()
-        counters = store.counters()
-        counts = store.row_counts()
-        row: dict[str, object] = {"database": str(store.path)}
-        for key, column, _kind in _INFO_COLUMNS:
-            row[column] = info.get(key, "")
-        row["socket_events_rows"] = counts["socket_events"]
-        row["flows_rows"] = counts["flows"]
-        row["aggregated_until"] = store.watermark()
-        row.update({name: 0 for name in LOSS_COUNTERS} | counters)
-        row["counters"] = json.dumps({name: 0 for name in LOSS_COUNTERS} | counters, sort_keys=True)
-        return [row]
+        return [agent_status_row(self.store())]
+
+
+def agent_status_row(store: Store) -> dict[str, object]:
+    """The one row of ``net_agent_status`` (columns :data:`STATUS_COLUMNS`) for ``store``."""
+    info = store.info()
+    counters = store.counters()
+    counts = store.row_counts()
+    row: dict[str, object] = {"database": str(store.path)}
+    for key, column, _kind in _INFO_COLUMNS:
+        row[column] = info.get(key, "")
+    row["socket_events_rows"] = counts["socket_events"]
+    row["flows_rows"] = counts["flows"]
+    row["aggregated_until"] = store.watermark()
+    row.update({name: 0 for name in LOSS_COUNTERS} | counters)
+    row["counters"] = json.dumps({name: 0 for name in LOSS_COUNTERS} | counters, sort_keys=True)
+    return row
 
 
 PLUGINS: Final[tuple[type[NetTable], ...]] = (NetSocketEvents, NetFlows, NetAgentStatus)

@@ -8,6 +8,9 @@ calendarTime, unixTime, epoch, counter, numerics, decorations, columns, action),
 cannot tell the difference. How far it got is kept as marks in the spool, set in the same transaction
 as the lines: a restart never emits a row twice nor skips one.
 
+Every :data:`STATUS_EVERY` seconds it also spools the agent's status as the pack's
+``pack_netflow_netflow_agent_status`` snapshot (the ``net_agent_status`` row).
+
 On hosts where osqueryd runs the pack, set ``EXTENSION_EMIT_RESULTS=false``: osqueryd logs the same
 rows through the ``net_forwarder`` logger.
 """
@@ -27,6 +30,8 @@ from extension.store import Store
 PACK: Final = "netflow"
 FLOWS_QUERY: Final = f"pack_{PACK}_netflow_flows"
 EVENTS_QUERY: Final = f"pack_{PACK}_netflow_connection_events"
+STATUS_QUERY: Final = f"pack_{PACK}_netflow_agent_status"
+STATUS_EVERY: Final = 300  # seconds: the pack's interval for its netflow_agent_status snapshot
 # the columns of the pack's connection-events query, in its order
 EVENT_COLUMNS: Final = (
     "time",
@@ -53,6 +58,25 @@ STEP: Final = 100_000  # rows read per emit at most, by id range
 
 def as_text(value: object) -> str:
     return "" if value is None else str(value)
+
+
+def snapshot_line(
+    *, name: str, rows: list[Mapping[str, object]], host_identifier: str, unix_time: int
+) -> str:
+    """One line of osquery's result log for a snapshot query (every row of it, in one line)."""
+    record = {
+        "name": name,
+        "hostIdentifier": host_identifier,
+        "calendarTime": time.strftime("%a %b %d %H:%M:%S %Y UTC", time.gmtime(unix_time)),
+        "unixTime": unix_time,
+        "epoch": 0,
+        "counter": 0,
+        "numerics": False,
+        "decorations": {"host_uuid": "", "hostname": host_identifier},
+        "snapshot": [{key: as_text(value) for key, value in row.items()} for row in rows],
+        "action": "snapshot",
+    }
+    return json.dumps(record, separators=(",", ":"))
 
 
 def result_line(
@@ -129,3 +153,11 @@ class ResultEmitter:
         ]
         self.spool.append("result", lines, marks={"flows_id": flows_mark, "socket_events_id": events_mark})
         return len(lines)
+
+    def emit_status(self, row: Mapping[str, object]) -> None:
+        """Spool the agent's status as osqueryd logs the pack's ``netflow_agent_status`` snapshot, so the
+        fleet sees this host's spool backlog, network state and losses without osqueryd too."""
+        line = snapshot_line(
+            name=STATUS_QUERY, rows=[row], host_identifier=self.host_identifier, unix_time=int(self.clock())
+        )
+        self.spool.append("result", [line])

@@ -11,6 +11,7 @@
     python -m fleet_analytics score [--status]              score pending batches now
     python -m fleet_analytics models list|promote ID|rollback
     python -m fleet_analytics simulate [--hosts N] [--days D] [--seed S] [--url URL]
+    python -m fleet_analytics demo --url URL [--hosts N] [--days D]   populate a running service
     python -m fleet_analytics evaluate [--hosts N] [--days D] [--seeds 1,2] [--datasets all|none|NAMES]
     python -m fleet_analytics token create --name N [--role analyst|admin] | list | revoke ID
     python -m fleet_analytics create-user NAME [--role analyst|admin] [--generate] [--reset]
@@ -442,6 +443,90 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    """A populated fleet for the dashboard, on a running service: a simulated fleet with attacks fed
+    through its ingest API, a model trained on the days before the attacks and promoted, every batch
+    scored and rolled up, and a dashboard admin account (its password printed once)."""
+    from fleet_analytics.dashboard.auth import AccountError, create_analyst, reset_analyst  # noqa: PLC0415
+    from fleet_analytics.detection import (  # noqa: PLC0415 - heavy
+        DetectionError,
+        ModelCache,
+        score_pending,
+        train_and_register,
+    )
+    from fleet_analytics.rollups import roll_up_pending  # noqa: PLC0415
+    from fleet_analytics.simulate import SCENARIOS, feed, http_post, simulate  # noqa: PLC0415
+
+    secret = os.environ.get("FLEET_ENROLL_SECRET", "")
+    if not secret:
+        raise CommandError("the demo feeds a running service: set FLEET_ENROLL_SECRET to its enroll secret")
+    if args.days < 2:
+        raise CommandError("--days must be at least 2: the days before the last train the model")
+    started = time.monotonic()
+    log.info(
+        "simulating %d hosts over %.1f days, with %d attacks in the last day",
+        args.hosts,
+        args.days,
+        len(SCENARIOS),
+    )
+    simulation = simulate(hosts=args.hosts, days=args.days, seed=args.seed, attacks=SCENARIOS)
+    report = feed(simulation, http_post(args.url), enroll_secret=secret, batch_rows=2000)
+    log.info(
+        "fed %d flow rows of %d hosts through %s in %.0f s",
+        report.rows,
+        report.hosts,
+        args.url,
+        report.seconds,
+    )
+    attack_start = min(injection.start for injection in simulation.injections)
+    password = secrets.token_urlsafe(12)
+    with database(settings) as dsn, Database(dsn) as db:
+        try:
+            trained = train_and_register(
+                db,
+                settings,
+                until=attack_start,
+                days=(attack_start - simulation.start) / 86400,
+                reason="demo",
+                promote_when="always",
+                actor="demo",
+            )
+        except DetectionError as exc:
+            raise CommandError(str(exc)) from None
+        log.info(
+            "model %d trained on %d flow windows in %.0f s",
+            trained.model_id,
+            trained.windows,
+            trained.seconds,
+        )
+        cache = ModelCache()
+        alerts = 0
+        while True:
+            result = score_pending(db, settings, cache=cache)
+            alerts += result.alerts_new
+            if result.batches == 0:
+                break
+        roll_up_pending(db, settings)
+        try:
+            create_analyst(db, args.user, password, "admin")
+        except AccountError:
+            reset_analyst(db, args.user, password, "admin")
+    summary = {
+        "hosts": report.hosts,
+        "flow_rows": report.rows,
+        "attacks": [
+            {"scenario": injection.scenario, "host": injection.host_identifier, "start": injection.start}
+            for injection in simulation.injections
+        ],
+        "model_id": trained.model_id,
+        "new_alerts": alerts,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    print(json.dumps(summary, indent=2))
+    print(f"dashboard: {args.url}/  user: {args.user}  password: {password}", file=sys.stderr)
+    return 0
+
+
 def _feed_in_process(settings: Settings, simulation: Any, batch_rows: int) -> Any:
     """Through the service's own ingest code (a Flask test client), on the configured or embedded
     PostgreSQL, with a temporary enroll secret revoked afterwards."""
@@ -659,6 +744,14 @@ def build_parser() -> argparse.ArgumentParser:
     simulate_cmd.add_argument("--cafile", help="with --url over https: the CA to trust")
     simulate_cmd.add_argument("--batch-rows", type=int, default=2000)
     simulate_cmd.add_argument("--labels", help="write the injected attacks as JSON to this file")
+    demo = commands.add_parser(
+        "demo", help="populate a running service for the dashboard: simulated fleet, model, alerts, admin"
+    )
+    demo.add_argument("--url", required=True, help="the running service, e.g. http://127.0.0.1:8080")
+    demo.add_argument("--hosts", type=int, default=20)
+    demo.add_argument("--days", type=float, default=4.0, help="ending now; the attacks are in the last day")
+    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--user", default="admin", help="the dashboard admin made (or reset) for the demo")
     evaluate = commands.add_parser(
         "evaluate", help="detection figures on the simulator and the public datasets"
     )
@@ -728,6 +821,7 @@ HANDLERS = {
     "models": cmd_models,
     "simulate": cmd_simulate,
     "evaluate": cmd_evaluate,
+    "demo": cmd_demo,
     "token": cmd_token,
     "create-user": cmd_create_user,
     "users": cmd_users,

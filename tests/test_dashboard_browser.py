@@ -45,6 +45,7 @@ def served(
             yield {**fleet, "url": f"http://127.0.0.1:{server.server_port}"}
         finally:
             server.shutdown()
+            server.server_close()
             thread.join(timeout=10)
 
 

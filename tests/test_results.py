@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from extension.events import Activity
-from extension.results import EVENT_COLUMNS, EVENTS_QUERY, FLOWS_QUERY, ResultEmitter
+from extension.results import EVENT_COLUMNS, EVENTS_QUERY, FLOWS_QUERY, STATUS_QUERY, ResultEmitter
 from extension.spool import Spool
 from extension.store import Store
 from tests.test_store import W, event
@@ -69,3 +69,30 @@ def test_new_rows_become_result_lines_once(tmp_path: Path) -> None:
     assert again.emit() == 2  # the close event and the flow row of its window
     names = [line["name"] for line in spooled(spool)]
     assert names.count(FLOWS_QUERY) == 2 and names.count(EVENTS_QUERY) == 2
+
+
+def test_the_agent_status_is_spooled_as_the_packs_snapshot(tmp_path: Path) -> None:
+    """Standalone, the agent logs its net_agent_status row as osqueryd logs the pack's snapshot query,
+    and the fleet's log parser takes it as one snapshot row of that query."""
+    from extension.osquery_plugins import STATUS_COLUMNS, agent_status_row  # noqa: PLC0415
+    from fleet_analytics.ingest.protocol import explode_result  # noqa: PLC0415
+
+    store = Store(tmp_path / "netflow.db", window_seconds=W)
+    store.set_info({"spool_rows": 17, "enterprise_network": "on", "backend": "ebpf"})
+    spool = Spool(tmp_path / "spool.db", max_bytes=1 << 20)
+    ResultEmitter(store, spool, host_identifier="host-1", clock=lambda: 1700000000).emit_status(
+        agent_status_row(store)
+    )
+    (line,) = spooled(spool)
+    assert line["name"] == STATUS_QUERY and line["action"] == "snapshot" and "columns" not in line
+    snapshot = line["snapshot"]
+    assert isinstance(snapshot, list) and len(snapshot) == 1
+    row: dict[str, str] = snapshot[0]
+    assert list(row) == [column for column, _kind in STATUS_COLUMNS]
+    assert (row["spool_rows"], row["enterprise_network"], row["backend"]) == ("17", "on", "ebpf")
+    assert row["aggregated_until"] == ""  # nothing aggregated yet: empty, never "None"
+    parsed = explode_result(line)
+    assert isinstance(parsed, list)
+    assert [(item.name, item.action, item.columns["spool_rows"]) for item in parsed] == [
+        (STATUS_QUERY, "snapshot", "17")
+    ]
