@@ -177,6 +177,9 @@ def overview() -> str:
             severity_series[row["severity"]][position[int(row["hour"])]] += int(row["alerts"])
     bucket = 60 if hours <= 24 else 600 if hours <= 168 else 3600
     ingest = query("dash_ingest_rate", {"since": since, "bucket": bucket})
+    # every bucket of the range, empty ones as zeros (a line between two busy minutes is not traffic)
+    ingested = {int(row["at"]): row for row in ingest}
+    buckets = list(range(since // bucket * bucket, now // bucket * bucket + 1, bucket))
     counts = query("dash_alert_counts")
     open_alerts = {severity: 0 for severity in SEVERITIES}
     for row in counts:
@@ -203,13 +206,16 @@ def overview() -> str:
         ),
         ingest_chart=chart(
             "line",
-            [int(row["at"]) for row in ingest],
+            buckets if ingest else [],
             [
                 {
                     "label": f"flow rows per {bucket // 60} min",
-                    "data": [int(row["flow_rows"]) for row in ingest],
+                    "data": [int(ingested[at]["flow_rows"]) if at in ingested else 0 for at in buckets],
                 },
-                {"label": "quarantined", "data": [int(row["quarantined"]) for row in ingest]},
+                {
+                    "label": "quarantined",
+                    "data": [int(ingested[at]["quarantined"]) if at in ingested else 0 for at in buckets],
+                },
             ],
         ),
         traffic_total=sum(int(row["bytes_sent"]) + int(row["bytes_received"]) for row in traffic),
