@@ -60,22 +60,27 @@ def as_text(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def snapshot_line(
-    *, name: str, rows: list[Mapping[str, object]], host_identifier: str, unix_time: int
-) -> str:
-    """One line of osquery's result log for a snapshot query (every row of it, in one line)."""
-    record = {
+def _record(name: str, host_identifier: str, unix_time: int, counter: int) -> dict[str, object]:
+    """The fields every line of osquery's result log has."""
+    return {
         "name": name,
         "hostIdentifier": host_identifier,
         "calendarTime": time.strftime("%a %b %d %H:%M:%S %Y UTC", time.gmtime(unix_time)),
         "unixTime": unix_time,
         "epoch": 0,
-        "counter": 0,
+        "counter": counter,
         "numerics": False,
         "decorations": {"host_uuid": "", "hostname": host_identifier},
-        "snapshot": [{key: as_text(value) for key, value in row.items()} for row in rows],
-        "action": "snapshot",
     }
+
+
+def snapshot_line(
+    *, name: str, rows: list[Mapping[str, object]], host_identifier: str, unix_time: int
+) -> str:
+    """One line of osquery's result log for a snapshot query (every row of it, in one line)."""
+    record = _record(name, host_identifier, unix_time, 0)
+    record["snapshot"] = [{key: as_text(value) for key, value in row.items()} for row in rows]
+    record["action"] = "snapshot"
     return json.dumps(record, separators=(",", ":"))
 
 
@@ -89,18 +94,9 @@ def result_line(
     action: str = "added",
 ) -> str:
     """One line of osquery's result log (the differential format, one row per line)."""
-    record = {
-        "name": name,
-        "hostIdentifier": host_identifier,
-        "calendarTime": time.strftime("%a %b %d %H:%M:%S %Y UTC", time.gmtime(unix_time)),
-        "unixTime": unix_time,
-        "epoch": 0,
-        "counter": counter,
-        "numerics": False,
-        "decorations": {"host_uuid": "", "hostname": host_identifier},
-        "columns": {key: as_text(value) for key, value in columns.items()},
-        "action": action,
-    }
+    record = _record(name, host_identifier, unix_time, counter)
+    record["columns"] = {key: as_text(value) for key, value in columns.items()}
+    record["action"] = action
     return json.dumps(record, separators=(",", ":"))
 
 

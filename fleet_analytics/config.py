@@ -9,6 +9,7 @@ type, default, bounds, meaning). Environment values are strings and are parsed b
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -278,3 +279,22 @@ def validate(settings: Settings) -> None:
 def as_flask_config(settings: Settings) -> dict[str, Any]:
     """The settings under their FLEET_* names, for app.config (read-only copies)."""
     return {ENV_PREFIX + field.name.upper(): getattr(settings, field.name) for field in fields(settings)}
+
+
+def key_file(path: Path, *, when_short: str) -> str:
+    """A random secret kept in ``path`` (made 0600 on first use, by whichever process comes first), so
+    that every process and restart of the service shares it. ConfigError when the file holds fewer
+    than 32 characters: ``when_short`` says what deleting it costs."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process made it first
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32) + "\n")
+    key = path.read_text(encoding="utf-8").strip()
+    if len(key) < 32:
+        raise ConfigError(f"the key in {path} is too short: delete it ({when_short})")
+    return key

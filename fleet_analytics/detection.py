@@ -16,8 +16,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import secrets
 import threading
 import time
 from collections.abc import Hashable, Sequence
@@ -39,7 +37,7 @@ from fleet_analytics.analytics.alerts import (
     triage_drafts,
 )
 from fleet_analytics.analytics.features import UNIT_KEYS, flow_windows, history_windows
-from fleet_analytics.config import Settings
+from fleet_analytics.config import ConfigError, Settings, key_file
 from fleet_analytics.db import Database, load_sql
 from fleet_analytics.ingest.store import copy_field
 
@@ -67,21 +65,10 @@ def model_key(settings: Settings) -> bytes:
     """The key that signs model artifacts: FLEET_MODEL_KEY, else a random key kept in the data dir."""
     if settings.model_key:
         return settings.model_key.encode("utf-8")
-    path = Path(settings.data_dir) / KEY_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process made it first
-        else:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_hex(32) + "\n")
-    key = path.read_text(encoding="utf-8").strip()
-    if len(key) < 32:
-        raise DetectionError(
-            f"the model key in {path} is too short: delete it (models must then be retrained)"
-        )
+    try:
+        key = key_file(Path(settings.data_dir) / KEY_FILE, when_short="models must then be retrained")
+    except ConfigError as exc:
+        raise DetectionError(str(exc)) from None
     return key.encode("utf-8")
 
 

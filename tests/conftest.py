@@ -128,16 +128,7 @@ def migrated_template(server_dsn: str) -> Iterator[str]:
 @pytest.fixture
 def fleet_dsn(server_dsn: str, migrated_template: str) -> Iterator[str]:
     """A fresh, migrated database per test (a copy of the template: fast)."""
-    import psycopg2  # noqa: PLC0415
+    from tests.fleet_helpers import database_copy  # noqa: PLC0415 - only the fleet tests need it
 
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(server_dsn)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name} TEMPLATE {migrated_template}")
-    try:
-        yield _database_url(server_dsn, name)
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE {name} WITH (FORCE)")
-        admin.close()
+    with database_copy(server_dsn, migrated_template) as dsn:
+        yield dsn

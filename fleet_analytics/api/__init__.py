@@ -78,9 +78,13 @@ def _jsonable(row: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in row.items()}
 
 
-def _rows(cur: Any) -> list[dict[str, Any]]:
+def _dicts(cur: Any) -> list[dict[str, Any]]:
     names = [column.name for column in cur.description]
-    return [_jsonable(dict(zip(names, row, strict=True))) for row in cur.fetchall()]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _rows(cur: Any) -> list[dict[str, Any]]:
+    return [_jsonable(row) for row in _dicts(cur)]
 
 
 def _list_arg(name: str, allowed: tuple[str, ...]) -> list[str] | None:
@@ -156,26 +160,41 @@ def _alert(cur: Any, alert_id: int) -> dict[str, Any]:
     return found[0]
 
 
+def alert_with_evidence(cur: Any, alert_id: int, *, limit: int) -> dict[str, Any] | None:
+    """An alert with the flow windows (``flow_windows``) and the endpoint's rows (``flows``) behind it,
+    ``limit`` of each; None when there is no such alert. Values as the database returns them."""
+    cur.execute(load_sql("alert_get"), {"alert_id": alert_id})
+    found = _dicts(cur)
+    if not found:
+        return None
+    alert = found[0]
+    cur.execute(load_sql("alert_windows_list"), {"alert_id": alert_id, "limit": limit})
+    alert["flow_windows"] = _dicts(cur)
+    cur.execute(
+        load_sql("alert_flows"),
+        {
+            "alert_id": alert_id,
+            "host_id": alert["host_id"],
+            "first_window": alert["first_window"],
+            "last_window": alert["last_window"],
+            "limit": limit,
+        },
+    )
+    alert["flows"] = _dicts(cur)
+    return alert
+
+
 @bp.get("/alerts/<int:alert_id>")
 @token_required
 def get_alert(alert_id: int) -> Response:
     limit = _int_arg("limit", minimum=1, maximum=5000) or 500
     with services().db.transaction() as cur:
-        alert = _alert(cur, alert_id)
-        cur.execute(load_sql("alert_windows_list"), {"alert_id": alert_id, "limit": limit})
-        alert["flow_windows"] = _rows(cur)
-        cur.execute(
-            load_sql("alert_flows"),
-            {
-                "alert_id": alert_id,
-                "host_id": alert["host_id"],
-                "first_window": alert["first_window"],
-                "last_window": alert["last_window"],
-                "limit": limit,
-            },
-        )
-        alert["flows"] = _rows(cur)
-    return jsonify(alert)
+        alert = alert_with_evidence(cur, alert_id, limit=limit)
+    if alert is None:
+        raise RequestError(404, f"there is no alert {alert_id}")
+    alert["flow_windows"] = [_jsonable(window) for window in alert["flow_windows"]]
+    alert["flows"] = [_jsonable(flow) for flow in alert["flows"]]
+    return jsonify(_jsonable(alert))
 
 
 @bp.patch("/alerts/<int:alert_id>")

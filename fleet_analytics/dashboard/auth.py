@@ -15,7 +15,6 @@ CSRF tokens.
 from __future__ import annotations
 
 import hmac
-import os
 import re
 import secrets
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import Any, Final
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from fleet_analytics.config import Settings
+from fleet_analytics.config import Settings, key_file
 from fleet_analytics.db import Database, load_sql
 
 ROLES: Final = ("admin", "analyst")
@@ -170,20 +169,7 @@ def session_key(settings: Settings) -> str:
     process and every restart signs sessions alike."""
     if settings.secret_key:
         return settings.secret_key
-    path = Path(settings.data_dir) / SESSION_KEY_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process made it first
-        else:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_hex(32) + "\n")
-    key = path.read_text(encoding="utf-8").strip()
-    if len(key) < 32:
-        raise AccountError(f"the session key in {path} is too short: delete it (sessions then end)")
-    return key
+    return key_file(Path(settings.data_dir) / SESSION_KEY_FILE, when_short="open sessions then end")
 
 
 def cookie_secure(settings: Settings) -> bool:

@@ -30,7 +30,7 @@ from flask import (
 )
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from fleet_analytics.api import MAX_NOTE, SEVERITIES, STATUSES, TRIAGE_STATUSES
+from fleet_analytics.api import MAX_NOTE, SEVERITIES, STATUSES, TRIAGE_STATUSES, alert_with_evidence
 from fleet_analytics.dashboard import bp, csrf_token, safe_next, services
 from fleet_analytics.dashboard.auth import authenticate
 from fleet_analytics.db import load_sql
@@ -51,30 +51,7 @@ ALERT_SORTS: Final = {
     "window": "latest window",
 }
 SHA256: Final = re.compile(r"^[0-9a-fA-F]{64}$")
-FLOW_CSV_COLUMNS: Final = (
-    "window_start",
-    "host_identifier",
-    "window_seconds",
-    "pid",
-    "process_name",
-    "process_path",
-    "process_sha256",
-    "username",
-    "protocol",
-    "direction",
-    "local_address",
-    "local_port",
-    "remote_address",
-    "remote_port",
-    "remote_hostname",
-    "bytes_sent",
-    "bytes_received",
-    "connections",
-    "activity",
-    "first_seen",
-    "last_seen",
-    "community_id",
-)
+CSV_LEFT_OUT: Final = frozenset({"host_id", "flow_key"})  # the explorer's keyset, not data
 
 
 def admin_required(view: F) -> F:
@@ -125,6 +102,19 @@ def choices(name: str, allowed: tuple[str, ...]) -> list[str] | None:
 def chart(kind: str, labels: list[Any], datasets: list[dict[str, Any]], **options: Any) -> dict[str, Any]:
     """A chart for static/dashboard.js: labels (epoch s for time axes), datasets {label, data, kind}."""
     return {"kind": kind, "labels": labels, "datasets": datasets, **options}
+
+
+def traffic_chart(hours: list[dict[str, Any]]) -> dict[str, Any]:
+    """Bytes sent and received per hour (rows of dash_traffic)."""
+    return chart(
+        "line",
+        [int(row["hour"]) for row in hours],
+        [
+            {"label": "sent", "data": [int(row["bytes_sent"]) for row in hours]},
+            {"label": "received", "data": [int(row["bytes_received"]) for row in hours]},
+        ],
+        unit="bytes",
+    )
 
 
 # --------------------------------------------------------------------------------------------- login
@@ -189,15 +179,7 @@ def overview() -> str:
         "overview.html",
         hours=hours,
         ranges=RANGES,
-        traffic_chart=chart(
-            "line",
-            [int(row["hour"]) for row in traffic],
-            [
-                {"label": "sent", "data": [int(row["bytes_sent"]) for row in traffic]},
-                {"label": "received", "data": [int(row["bytes_received"]) for row in traffic]},
-            ],
-            unit="bytes",
-        ),
+        traffic_chart=traffic_chart(traffic),
         alerts_chart=chart(
             "bar",
             hour_labels,
@@ -307,24 +289,10 @@ def alerts_bulk() -> WerkzeugResponse:
 @bp.get("/alerts/<int:alert_id>")
 def alert_detail(alert_id: int) -> str:
     with services().db.transaction() as cur:
-        cur.execute(load_sql("alert_get"), {"alert_id": alert_id})
-        found = rows(cur)
-        if not found:
+        alert = alert_with_evidence(cur, alert_id, limit=500)
+        if alert is None:
             abort(404, f"there is no alert {alert_id}")
-        alert = found[0]
-        cur.execute(load_sql("alert_windows_list"), {"alert_id": alert_id, "limit": 500})
-        windows = rows(cur)
-        cur.execute(
-            load_sql("alert_flows"),
-            {
-                "alert_id": alert_id,
-                "host_id": alert["host_id"],
-                "first_window": alert["first_window"],
-                "last_window": alert["last_window"],
-                "limit": 200,
-            },
-        )
-        flows = rows(cur)
+        windows, flows = alert["flow_windows"], alert["flows"]
         margin = 12 * 3600
         cur.execute(
             load_sql("dash_alert_series"),
@@ -459,15 +427,7 @@ def host_detail(host_id: int) -> str:
         apps=query("dash_host_apps", params),
         destinations=query("dash_host_destinations", params),
         alerts=query("dash_host_alerts", {"host_id": host_id, "limit": 20}),
-        traffic_chart=chart(
-            "line",
-            [int(row["hour"]) for row in traffic],
-            [
-                {"label": "sent", "data": [int(row["bytes_sent"]) for row in traffic]},
-                {"label": "received", "data": [int(row["bytes_received"]) for row in traffic]},
-            ],
-            unit="bytes",
-        ),
+        traffic_chart=traffic_chart(traffic),
     )
 
 
@@ -570,15 +530,18 @@ def flows_csv() -> WerkzeugResponse:
     def generate() -> Iterator[str]:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(FLOW_CSV_COLUMNS)
+        columns: list[str] = []
         cursor: dict[str, Any] = {"after_window": None, "after_host": None, "after_key": None}
         sent = 0
         while sent < CSV_MAX_ROWS:
             with database.transaction() as cur:
                 cur.execute(load_sql("dash_flows"), {**filters, **cursor, "limit": 5000})
                 chunk = rows(cur)
+                if not columns:  # the header: the query's columns (the vocabulary's names)
+                    columns = [c.name for c in cur.description if c.name not in CSV_LEFT_OUT]
+                    writer.writerow(columns)
             for row in chunk:
-                writer.writerow([row[column] for column in FLOW_CSV_COLUMNS])
+                writer.writerow([row[column] for column in columns])
             sent += len(chunk)
             yield buffer.getvalue()
             buffer.seek(0)
