@@ -2,7 +2,7 @@
 overview, the alert list, a host page and filtered flows queries, with about 10 million flow rows,
 each against /healthz (one database round trip) measured in the same run.
 
-    .venv/bin/python bench/dashboard.py --hosts 290 --days 7 --requests 60
+    .venv/bin/python bench/dashboard.py --hosts 370 --days 7 --requests 60
 
 Set-up (not timed; kept in --data-dir and reused by later runs with the same --hosts/--days/--seed):
 an embedded PostgreSQL; the simulator's fleet (``fleet_analytics.simulate``), one day at a time so
@@ -166,8 +166,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "ORDER BY sum(bytes_sent + bytes_received) DESC LIMIT 40"
             )
             destinations = [row[0] for row in cur.fetchall()]
-            cur.execute("SELECT count(*) FROM alerts")
-            alerts = int(cur.fetchone()[0])
+            cur.execute("SELECT id FROM alerts ORDER BY id")
+            alert_ids = [int(row[0]) for row in cur.fetchall()]
+            alerts = len(alert_ids)
         client = app.test_client()
         form = client.get("/login").get_data(as_text=True)
         token = form.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
@@ -184,11 +185,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "overview, 7 days": ["/?hours=168"],
             "alert list": ["/alerts"],
             "alert list, filtered and sorted": ["/alerts?severity=high&severity=critical&sort=score"],
+            "alert page": [f"/alerts/{alert_id}" for alert_id in alert_ids[:40]],
             "hosts list": ["/hosts"],
             "host page, 24 h": [f"/hosts/{host_id}?hours=24" for host_id, _name in sample],
             "flows: one host, 24 h": [f"/flows?host={name}&{day}" for _id, name in sample],
             "flows: one destination, 24 h": [f"/flows?remote={address}&{day}" for address in destinations],
             "flows: port and protocol, 24 h": [f"/flows?port=53&protocol=udp&{day}"],
+            "flows: a rare port, 24 h": [f"/flows?port=3389&{day}"],
+            "flows: a process name, 24 h": [f"/flows?process=sshd&{day}"],
             "flows: last hour, no filter": ["/flows"],
         }
         results = {name: timings(client, paths, args.requests) for name, paths in pages.items()}
@@ -213,7 +217,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--hosts", type=int, default=290)
+    parser.add_argument("--hosts", type=int, default=370, help="370 hosts x 7 days: about 10M flow rows")
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--requests", type=int, default=60)

@@ -185,7 +185,7 @@ def test_a_pool_process_killed_mid_task_loses_nothing(
     cur = blocker.cursor()
     cur.execute("LOCK TABLE scored_batches IN ACCESS EXCLUSIVE MODE")  # the task will wait on it
     result = send_task(app, SCORE_BATCHES, [batch_id])
-    wait_for(
+    waiting = wait_for(
         lambda: query(
             fleet_dsn,
             "SELECT pid FROM pg_stat_activity "
@@ -197,6 +197,10 @@ def test_a_pool_process_killed_mid_task_loses_nothing(
     children = worker.children()
     assert len(children) == 1
     os.kill(children[0], signal.SIGKILL)  # the pool process dies mid-task
+    # its server backend lives on, waiting on the lock, until PostgreSQL notices the dead client (TCP
+    # keepalive, or its next write); end it now, as that would, so the re-run does not race it
+    for (pid,) in waiting:
+        cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
     wait_for(lambda: worker.children() and worker.children() != children, 60, "a new pool process")
     blocker.rollback()
     blocker.close()
