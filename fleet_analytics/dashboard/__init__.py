@@ -107,8 +107,14 @@ def when(value: Any) -> str:
         moment = value.astimezone(UTC)
     else:
         try:
-            moment = datetime.fromtimestamp(float(value), tz=UTC)
-        except (TypeError, ValueError, OverflowError, OSError):
+            seconds = float(value)
+        except (TypeError, ValueError):
+            return str(value)
+        if seconds <= 0:
+            return ""  # the agents' "never" (0)
+        try:
+            moment = datetime.fromtimestamp(seconds, tz=UTC)
+        except (OverflowError, OSError, ValueError):
             return str(value)
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 

@@ -41,6 +41,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 RANGES: Final = {6: "6 hours", 24: "24 hours", 72: "3 days", 168: "7 days", 720: "30 days"}
 PAGE: Final = 50
+EVIDENCE_ROWS: Final = 100  # flow windows and endpoint rows shown on an alert's page (all: the JSON API)
 FLOW_PAGE: Final = 100
 FLOW_MAX_SPAN: Final = 7 * 86400
 CSV_MAX_ROWS: Final = 1_000_000
@@ -104,8 +105,8 @@ def chart(kind: str, labels: list[Any], datasets: list[dict[str, Any]], **option
     return {"kind": kind, "labels": labels, "datasets": datasets, **options}
 
 
-def traffic_chart(hours: list[dict[str, Any]]) -> dict[str, Any]:
-    """Bytes sent and received per hour (rows of dash_traffic)."""
+def traffic_chart(hours: list[dict[str, Any]], since: int) -> dict[str, Any]:
+    """Bytes sent and received per hour (rows of dash_traffic), on an axis from ``since`` to now."""
     return chart(
         "line",
         [int(row["hour"]) for row in hours],
@@ -114,6 +115,7 @@ def traffic_chart(hours: list[dict[str, Any]]) -> dict[str, Any]:
             {"label": "received", "data": [int(row["bytes_received"]) for row in hours]},
         ],
         unit="bytes",
+        range=[since, int(time.time())],
     )
 
 
@@ -179,7 +181,7 @@ def overview() -> str:
         "overview.html",
         hours=hours,
         ranges=RANGES,
-        traffic_chart=traffic_chart(traffic),
+        traffic_chart=traffic_chart(traffic, since),
         alerts_chart=chart(
             "bar",
             hour_labels,
@@ -199,6 +201,7 @@ def overview() -> str:
                     "data": [int(ingested[at]["quarantined"]) if at in ingested else 0 for at in buckets],
                 },
             ],
+            range=[since, now],
         ),
         traffic_total=sum(int(row["bytes_sent"]) + int(row["bytes_received"]) for row in traffic),
         open_alerts=open_alerts,
@@ -289,7 +292,7 @@ def alerts_bulk() -> WerkzeugResponse:
 @bp.get("/alerts/<int:alert_id>")
 def alert_detail(alert_id: int) -> str:
     with services().db.transaction() as cur:
-        alert = alert_with_evidence(cur, alert_id, limit=500)
+        alert = alert_with_evidence(cur, alert_id, limit=EVIDENCE_ROWS)
         if alert is None:
             abort(404, f"there is no alert {alert_id}")
         windows, flows = alert["flow_windows"], alert["flows"]
@@ -349,6 +352,7 @@ def alert_detail(alert_id: int) -> str:
                 },
             ],
             unit="bytes",
+            range=[int(alert["first_window"]) - margin, int(alert["last_window"]) + margin],
         ),
     )
 
@@ -427,7 +431,7 @@ def host_detail(host_id: int) -> str:
         apps=query("dash_host_apps", params),
         destinations=query("dash_host_destinations", params),
         alerts=query("dash_host_alerts", {"host_id": host_id, "limit": 20}),
-        traffic_chart=traffic_chart(traffic),
+        traffic_chart=traffic_chart(traffic, since),
     )
 
 

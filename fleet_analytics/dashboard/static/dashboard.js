@@ -25,7 +25,7 @@
     if (!source || typeof Chart === "undefined") { return; }
     var spec = JSON.parse(source.textContent);
     var labels = spec.labels;
-    var span = labels.length > 1 ? labels[labels.length - 1] - labels[0] : 0;
+    var span = spec.range ? spec.range[1] - spec.range[0] : (labels.length > 1 ? labels[labels.length - 1] - labels[0] : 0);
     // a line over time is drawn on a linear time axis (gaps in the data stay gaps); bars by category
     var timeAxis = spec.kind === "line" && !spec.categorical;
     var datasets = spec.datasets.map(function (set, index) {
@@ -53,7 +53,8 @@
         interaction: { mode: "index", intersect: false },
         scales: {
           x: timeAxis
-            ? { type: "linear", ticks: { maxTicksLimit: 10, callback: function (v) { return timeLabel(v, span); } } }
+            ? { type: "linear", min: spec.range ? spec.range[0] : undefined, max: spec.range ? spec.range[1] : undefined,
+                ticks: { maxTicksLimit: 10, callback: function (v) { return timeLabel(v, span); } } }
             : { stacked: !!spec.stacked, ticks: { maxTicksLimit: 12, autoSkip: true } },
           y: { stacked: !!spec.stacked, type: spec.logarithmic ? "logarithmic" : "linear", beginAtZero: !spec.logarithmic, ticks: yTicks }
         },
