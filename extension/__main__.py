@@ -148,8 +148,17 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     return settings_module.load(config_file=args.config, overrides=overrides)
 
 
-def _source_factory(settings: Settings) -> Callable[[Callable[[Record], None]], EventSource]:
+def _source_factory(
+    settings: Settings, platform: str = sys.platform
+) -> Callable[[Callable[[Record], None]], EventSource]:
+    """The capture source of this platform: ETW on Windows, eBPF elsewhere."""
+
     def factory(on_record: Callable[[Record], None]) -> EventSource:
+        if platform == "win32":
+            from extension.sources.etw import EtwSource  # noqa: PLC0415 - Windows only
+            from extension.sources.etw_win32 import Win32TraceApi  # noqa: PLC0415
+
+            return EtwSource(Win32TraceApi(), on_record=on_record)
         from extension.bpf.build import build_object  # noqa: PLC0415 - Linux-only, imported when used
         from extension.sources.ebpf import EbpfSource, preflight  # noqa: PLC0415
 

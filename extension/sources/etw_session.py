@@ -28,7 +28,14 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from extension.sources.base import CaptureError, Drain
-from extension.sources.etw_events import PROVIDER_GUID, EtwCounters
+from extension.sources.etw_events import (
+    PROVIDER_GUID,
+    EtwCounters,
+    EtwDecodeError,
+    FailureEvent,
+    NetEvent,
+    decode_event,
+)
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +134,14 @@ class EtwSession:
         limits: SessionLimits | None = None,
         counters: EtwCounters | None = None,
         clock_ns: Callable[[], int] = time.monotonic_ns,
+        on_event: Callable[[NetEvent | FailureEvent, int], None] | None = None,
     ) -> None:
         self.api = api
         self.name = name
         self.limits = limits or SessionLimits()
         self.counters = counters or EtwCounters()
         self.clock_ns = clock_ns
+        self.on_event = on_event  # sees every decoded event after it is counted (lifecycle records)
         self.stale_sessions_stopped = 0
         self.consumer_status: int | None = None
         self._lock = threading.Lock()
@@ -170,8 +179,16 @@ class EtwSession:
             raise
 
     def _on_event(self, event_id: int, payload: bytes, monotonic_ns: int) -> None:
+        try:
+            event = decode_event(event_id, payload)
+        except EtwDecodeError:
+            with self._lock:
+                self.counters.decode_errors += 1
+            return
         with self._lock:
-            self.counters.add_raw([(event_id, payload, monotonic_ns)])
+            self.counters.add(event, monotonic_ns)
+        if self.on_event is not None:
+            self.on_event(event, monotonic_ns)
 
     def _consume(self) -> None:
         assert self._trace is not None
