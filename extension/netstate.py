@@ -5,9 +5,11 @@ enterprise network when ANY configured condition holds (a default gateway IP in 
 default gateway MAC in the allowed set, a DNS search domain in the allowed set). With no condition
 configured the device counts as always on (a fleet without roaming devices needs no policy).
 
-:class:`NetworkWatcher` (Linux) subscribes to rtnetlink notifications (links, addresses, routes and
-neighbours, IPv4 and IPv6) and re-reads the facts whenever they fire, debounced, plus a slow periodic
-check for what emits no notification (resolv.conf edits). Every change of state is logged with its
+:class:`NetworkWatcher` subscribes to the platform's change notifications (:class:`ChangeFeed`: on
+Linux rtnetlink for links, addresses, routes and neighbours, IPv4 and IPv6; on Windows the IP Helper's
+interface and route notifications, :mod:`extension.netstate_windows`) and re-reads the facts whenever
+they fire, debounced, plus a slow periodic check for what emits no notification (resolv.conf edits).
+Without a policy nothing is read: the device is always on. Every change of state is logged with its
 reason and handed to the listeners; a change to "on" is how the forwarder is woken at once.
 """
 
@@ -19,13 +21,14 @@ import re
 import select
 import socket
 import ssl
+import sys
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +147,11 @@ def read_facts(
 ) -> NetworkFacts:
     """The default gateways (IPv4 and IPv6, with their MACs from the neighbour table) and the DNS
     search domains, read now."""
+    if sys.platform == "win32":
+        raise NotImplementedError(
+            "reading the default gateways, their MACs and the DNS search list is not written for Windows "
+            "yet: leave the enterprise-network policy unset there (the device then always forwards)"
+        )
     from pyroute2 import IPRoute  # noqa: PLC0415 - Linux only
 
     gateways: list[tuple[str, str]] = []
@@ -171,6 +179,60 @@ def read_facts(
 Listener = Callable[[Decision], None]
 
 
+class ChangeFeed(Protocol):
+    """Notifications that the network configuration may have changed (what changed is re-read)."""
+
+    def wait(self, timeout: float) -> bool:
+        """True when a notification came within ``timeout`` seconds (it is consumed)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class RtnetlinkFeed:
+    """Linux: rtnetlink multicast groups for links, neighbours, addresses and routes (v4 and v6).
+    Made on the thread that uses it: pyroute2's sockets belong to the thread that opened them."""
+
+    def __init__(self) -> None:
+        from pyroute2 import IPRoute  # noqa: PLC0415 - Linux only
+        from pyroute2.netlink.rtnl import (  # noqa: PLC0415
+            RTMGRP_IPV4_IFADDR,
+            RTMGRP_IPV4_ROUTE,
+            RTMGRP_IPV6_IFADDR,
+            RTMGRP_IPV6_ROUTE,
+            RTMGRP_LINK,
+            RTMGRP_NEIGH,
+        )
+
+        self.ipr = IPRoute()
+        self.ipr.bind(
+            groups=RTMGRP_LINK
+            | RTMGRP_NEIGH
+            | RTMGRP_IPV4_IFADDR
+            | RTMGRP_IPV4_ROUTE
+            | RTMGRP_IPV6_IFADDR
+            | RTMGRP_IPV6_ROUTE
+        )
+
+    def wait(self, timeout: float) -> bool:
+        ready, _, _ = select.select([self.ipr], [], [], max(timeout, 0.0))
+        if ready:
+            self.ipr.get()  # drain this notification; the facts are re-read as a whole
+        return bool(ready)
+
+    def close(self) -> None:
+        self.ipr.close()
+
+
+def default_feed() -> ChangeFeed:
+    """The change notifications of this platform."""
+    if sys.platform == "win32":
+        from extension.netstate_windows import IpHelperFeed  # noqa: PLC0415
+
+        return IpHelperFeed()
+    return RtnetlinkFeed()
+
+
 @dataclass
 class NetworkWatcher:
     """Re-evaluates the policy on every rtnetlink notification (debounced) and every
@@ -181,6 +243,7 @@ class NetworkWatcher:
     debounce_seconds: float = 0.3
     periodic_seconds: float = 60.0
     facts: Callable[[], NetworkFacts] = read_facts
+    feed: Callable[[], ChangeFeed] = default_feed
 
     def __post_init__(self) -> None:
         self.decision: Decision | None = None
@@ -192,7 +255,9 @@ class NetworkWatcher:
 
     def check(self) -> Decision:
         try:
-            decision = evaluate(self.policy, self.facts())
+            # without a policy nothing is read (so a platform without a facts reader still forwards)
+            facts = self.facts() if self.policy.configured else NetworkFacts()
+            decision = evaluate(self.policy, facts)
         except Exception as exc:  # a failed read must not stop the dispatcher; keep the last state
             log.warning("could not read the network state: %s", exc)
             return self.decision or Decision(False, f"network state unreadable: {exc}")
@@ -230,32 +295,9 @@ class NetworkWatcher:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    @staticmethod
-    def _subscribe() -> Any:
-        from pyroute2 import IPRoute  # noqa: PLC0415
-        from pyroute2.netlink.rtnl import (  # noqa: PLC0415
-            RTMGRP_IPV4_IFADDR,
-            RTMGRP_IPV4_ROUTE,
-            RTMGRP_IPV6_IFADDR,
-            RTMGRP_IPV6_ROUTE,
-            RTMGRP_LINK,
-            RTMGRP_NEIGH,
-        )
-
-        ipr = IPRoute()
-        ipr.bind(
-            groups=RTMGRP_LINK
-            | RTMGRP_NEIGH
-            | RTMGRP_IPV4_IFADDR
-            | RTMGRP_IPV4_ROUTE
-            | RTMGRP_IPV6_IFADDR
-            | RTMGRP_IPV6_ROUTE
-        )
-        return ipr
-
     def _run(self) -> None:
         try:
-            ipr = self._subscribe()
+            feed = self.feed()
         except Exception as exc:
             log.warning("cannot subscribe to network changes (%s): periodic checks only", exc)
             self._subscribed.set()
@@ -266,18 +308,14 @@ class NetworkWatcher:
         try:
             last_check = time.monotonic()
             while not self._stop.is_set():
-                ready, _, _ = select.select([ipr], [], [], 0.5)
-                if ready:
-                    ipr.get()  # drain this notification; the facts are re-read as a whole
+                if feed.wait(0.5):
                     deadline = time.monotonic() + self.debounce_seconds
                     while time.monotonic() < deadline:  # a change usually comes as a burst
-                        more, _, _ = select.select([ipr], [], [], max(deadline - time.monotonic(), 0))
-                        if more:
-                            ipr.get()
+                        feed.wait(max(deadline - time.monotonic(), 0.0))
                     self.check()
                     last_check = time.monotonic()
                 elif time.monotonic() - last_check >= self.periodic_seconds:
                     self.check()
                     last_check = time.monotonic()
         finally:
-            ipr.close()
+            feed.close()

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -295,3 +296,113 @@ def test_probe_fleet_tls_against_a_real_tls_server(tmp_path: Path) -> None:
         listener.close()
     ok, why = probe_fleet_tls(url, ca_file=cert, fingerprints=[], timeout=1)
     assert not ok and "not reachable" in why
+
+
+class FakeIpHelper:
+    """iphlpapi's three calls as the feed uses them; ``fail`` makes one registration fail."""
+
+    def __init__(self, fail: str = "") -> None:
+        self.fail = fail
+        self.callbacks: list[Any] = []
+        self.cancelled: list[int] = []
+        self._next = 100
+
+    def _register(self, name: str, family: Any, callback: Any, _context: Any, initial: Any,
+                  handle: Any) -> int:  # fmt: skip
+        assert family == 0 and not initial.value
+        if name == self.fail:
+            return 87  # ERROR_INVALID_PARAMETER
+        self._next += 1
+        handle._obj.value = self._next
+        self.callbacks.append(callback)
+        return 0
+
+    def NotifyIpInterfaceChange(self, *args: Any) -> int:
+        return self._register("NotifyIpInterfaceChange", *args)
+
+    def NotifyRouteChange2(self, *args: Any) -> int:
+        return self._register("NotifyRouteChange2", *args)
+
+    def CancelMibChangeNotify2(self, handle: object) -> int:
+        self.cancelled.append(handle.value)  # type: ignore[attr-defined]
+        return 0
+
+
+def test_the_windows_feed_turns_ip_helper_callbacks_into_notifications() -> None:
+    import threading  # noqa: PLC0415
+
+    from extension.netstate_windows import IpHelperFeed  # noqa: PLC0415
+
+    api = FakeIpHelper()
+    feed = IpHelperFeed(api)
+    assert len(api.callbacks) == 2  # interfaces and routes
+    assert not feed.wait(0.01)
+    route_changed = api.callbacks[1]
+    threading.Thread(target=route_changed, args=(None, None, 1)).start()  # as IP Helper's thread calls
+    assert feed.wait(5) and not feed.wait(0.01)  # one notification, consumed
+    feed.close()
+    assert sorted(api.cancelled) == [101, 102]
+    feed.close()  # twice is fine
+    assert len(api.cancelled) == 2
+
+
+def test_a_failed_registration_cancels_the_other_and_says_so() -> None:
+    from extension.netstate_windows import IpHelperError, IpHelperFeed  # noqa: PLC0415
+
+    api = FakeIpHelper(fail="NotifyRouteChange2")
+    with pytest.raises(IpHelperError, match="NotifyRouteChange2 failed with Win32 error 87"):
+        IpHelperFeed(api)
+    assert api.cancelled == [101]
+
+
+def test_the_watcher_rechecks_on_a_feed_notification_and_reads_nothing_without_a_policy() -> None:
+    import threading  # noqa: PLC0415
+
+    from extension.netstate import NetworkWatcher  # noqa: PLC0415
+
+    class Feed:
+        def __init__(self) -> None:
+            self.changed = threading.Event()
+            self.closed = False
+
+        def wait(self, timeout: float) -> bool:
+            if self.changed.wait(timeout):
+                self.changed.clear()
+                return True
+            return False
+
+        def close(self) -> None:
+            self.closed = True
+
+    feed = Feed()
+    states = [NetworkFacts(), NetworkFacts(gateways=(("10.1.0.1", ""),))]
+    seen: list[Decision] = []
+    watcher = NetworkWatcher(
+        Policy.from_settings(["10.1.0.1"], [], []),
+        listeners=[seen.append],
+        facts=lambda: states[min(len(seen), 1)],
+        feed=lambda: feed,
+        debounce_seconds=0.05,
+    )
+
+    def on_now() -> bool:
+        return watcher.on
+
+    watcher.start()
+    try:
+        assert not on_now()
+        feed.changed.set()  # the gateway came up
+        for _ in range(100):
+            if on_now():
+                break
+            threading.Event().wait(0.05)
+        assert on_now() and [d.on for d in seen] == [False, True]
+    finally:
+        watcher.stop()
+    assert feed.closed
+
+    def unreadable() -> NetworkFacts:
+        raise NotImplementedError("no facts reader here")
+
+    always = NetworkWatcher(Policy(), facts=unreadable, feed=lambda: feed)
+    assert always.check().on  # no policy: the facts are not read, the device forwards
