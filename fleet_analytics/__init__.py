@@ -1,5 +1,5 @@
-"""The fleet-side analytics service: osquery TLS ingest into PostgreSQL (issue 4); detection and the
-analyst dashboard come next (issues 5, 6).
+"""The fleet-side analytics service: osquery TLS ingest into PostgreSQL, detection (Celery workers,
+PyOD), the analysts' JSON API and dashboard.
 
 ``create_app(test_config=None)`` builds the Flask app: settings from defaults, then ``FLEET_*``
 environment variables, then ``test_config`` (validated: a bad one raises ConfigError naming it). With no
