@@ -123,7 +123,7 @@ def test_counters_sum_sends_and_receives_per_flow_and_drain_like_the_kernel_map(
     receive = payload(100, 5000, "93.184.216.34", "10.0.0.2", 443, 50000)
     other_pid = payload(200, 70, "93.184.216.34", "10.0.0.2", 443, 50001)
     udp = payload(300, 60, "10.0.0.53", "10.0.0.2", 53, 40000)
-    counters.add_raw(
+    counters.add_all(
         [
             (11, receive, 1_000),  # the flow's first call is a receive
             (10, send, 2_000),
@@ -163,8 +163,8 @@ def test_counters_sum_sends_and_receives_per_flow_and_drain_like_the_kernel_map(
 def test_a_full_table_drops_new_flows_and_counts_them() -> None:
     counters = EtwCounters(max_flows=2)
     for port in (1, 2, 3):
-        counters.add_raw([(10, payload(1, 10, "192.0.2.1", "10.0.0.1", port, 5000), port)])
-    counters.add_raw([(10, payload(1, 10, "192.0.2.1", "10.0.0.1", 1, 5000), 9)])  # a known flow counts
+        counters.add_all([(10, payload(1, 10, "192.0.2.1", "10.0.0.1", port, 5000), port)])
+    counters.add_all([(10, payload(1, 10, "192.0.2.1", "10.0.0.1", 1, 5000), 9)])  # a known flow counts
     drained = counters.drain(monotonic_ns=10, wall_time=0.0)
     assert drained.evictions == 1
     assert sorted((key.remote_port, value.sends) for key, value in drained.flows) == [(1, 2), (2, 1)]

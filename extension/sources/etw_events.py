@@ -221,15 +221,21 @@ class EtwCounters:
             entry.receives += 1
         entry.last_ns = max(entry.last_ns, monotonic_ns)
 
-    def add_raw(self, events: Iterable[tuple[int, bytes, int]]) -> None:
-        """Decode and count (event id, user data, monotonic ns) triples; bad ones are counted."""
+    def add_raw(self, event_id: int, payload: bytes, monotonic_ns: int) -> NetEvent | FailureEvent | None:
+        """Decode and count one event as it comes from ETW; the decoded event, or None when it does not
+        decode (counted in ``decode_errors``)."""
+        try:
+            event = decode_event(event_id, payload)
+        except EtwDecodeError:
+            self.decode_errors += 1
+            return None
+        self.add(event, monotonic_ns)
+        return event
+
+    def add_all(self, events: Iterable[tuple[int, bytes, int]]) -> None:
+        """:meth:`add_raw` for each (event id, user data, monotonic ns)."""
         for event_id, payload, monotonic_ns in events:
-            try:
-                event = decode_event(event_id, payload)
-            except EtwDecodeError:
-                self.decode_errors += 1
-                continue
-            self.add(event, monotonic_ns)
+            self.add_raw(event_id, payload, monotonic_ns)
 
     def drain(self, monotonic_ns: int, wall_time: float) -> Drain:
         """The counters since the last drain, and a fresh table (as the eBPF source's lookup-and-delete)."""

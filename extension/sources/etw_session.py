@@ -28,14 +28,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from extension.sources.base import CaptureError, Drain
-from extension.sources.etw_events import (
-    PROVIDER_GUID,
-    EtwCounters,
-    EtwDecodeError,
-    FailureEvent,
-    NetEvent,
-    decode_event,
-)
+from extension.sources.etw_events import PROVIDER_GUID, EtwCounters, FailureEvent, NetEvent
 
 log = logging.getLogger(__name__)
 
@@ -179,15 +172,9 @@ class EtwSession:
             raise
 
     def _on_event(self, event_id: int, payload: bytes, monotonic_ns: int) -> None:
-        try:
-            event = decode_event(event_id, payload)
-        except EtwDecodeError:
-            with self._lock:
-                self.counters.decode_errors += 1
-            return
         with self._lock:
-            self.counters.add(event, monotonic_ns)
-        if self.on_event is not None:
+            event = self.counters.add_raw(event_id, payload, monotonic_ns)
+        if event is not None and self.on_event is not None:
             self.on_event(event, monotonic_ns)
 
     def _consume(self) -> None:

@@ -100,6 +100,12 @@ def choices(name: str, allowed: tuple[str, ...]) -> list[str] | None:
     return values or None
 
 
+def paging(rows: list[dict[str, Any]], page: int) -> dict[str, int]:
+    """The total (from the query's ``count(*) OVER ()`` column), this page and the number of pages."""
+    total = int(rows[0]["total"]) if rows else 0
+    return {"total": total, "page": page, "pages": max(1, -(-total // PAGE))}
+
+
 def chart(kind: str, labels: list[Any], datasets: list[dict[str, Any]], **options: Any) -> dict[str, Any]:
     """A chart for static/dashboard.js: labels (epoch s for time axes), datasets {label, data, kind}."""
     return {"kind": kind, "labels": labels, "datasets": datasets, **options}
@@ -240,13 +246,10 @@ def alerts() -> str:
     filters = _alert_filters()
     page = int_arg("page", 1, minimum=1, maximum=100_000) or 1
     found = query("dash_alerts", {**filters, "limit": PAGE, "offset": (page - 1) * PAGE})
-    total = int(found[0]["total"]) if found else 0
     return render_template(
         "alerts.html",
         alerts=found,
-        total=total,
-        page=page,
-        pages=max(1, -(-total // PAGE)),
+        **paging(found, page),
         filters=filters,
         args=request.args,
         statuses=STATUSES,
@@ -398,13 +401,10 @@ def hosts() -> str:
     )
     for host in found:
         host["agent"] = _agent(host["agent_status"])
-    total = int(found[0]["total"]) if found else 0
     return render_template(
         "hosts.html",
         hosts=found,
-        total=total,
-        page=page,
-        pages=max(1, -(-total // PAGE)),
+        **paging(found, page),
         q=q or "",
         hours=hours,
         ranges=RANGES,
