@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import platform
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +20,14 @@ from pathlib import Path
 
 from extension import __version__
 from extension.community_id import community_id
-from extension.enrich import DnsLearner, HostnameResolver, ProcessCache, UserNames, local_hostname
+from extension.enrich import (
+    DnsLearner,
+    HostnameResolver,
+    ProcessLookup,
+    UserNames,
+    local_hostname,
+    platform_process_cache,
+)
 from extension.events import (
     Activity,
     DnsRecord,
@@ -101,15 +109,17 @@ class Collector:
         source_factory: Callable[[Callable[[Record], None]], EventSource],
         clock: Callable[[], float] = time.time,
         results: ResultEmitter | None = None,
+        processes: ProcessLookup | None = None,
     ) -> None:
-        """``results``: standalone mode, the pack's rows as result-log lines into the spool."""
+        """``results``: standalone mode, the pack's rows as result-log lines into the spool.
+        ``processes``: the process cache (this platform's by default)."""
         self.settings = settings
         self.results = results
         self.results_emitted = 0
         self.store = store
         self.clock = clock
         self.tracker = Tracker(listening=read_listening_ports())
-        self.processes = ProcessCache()
+        self.processes = processes if processes is not None else platform_process_cache()
         self.users = UserNames()
         self.hostnames = HostnameResolver(resolve=settings.resolve_hostnames)
         self.dns = DnsLearner(self.hostnames)
@@ -130,7 +140,7 @@ class Collector:
                 "hooks": " ".join(stats.hooks),
                 "started_at": int(clock()),
                 "pid": os.getpid(),
-                "kernel": os.uname().release,
+                "kernel": platform.release(),
                 "version": __version__,
                 "window_seconds": settings.window_seconds,
             }
@@ -153,8 +163,9 @@ class Collector:
 
     @staticmethod
     def _wall_from_monotonic(ns: int) -> float:
-        now_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        return time.time() - (now_ns - ns) / 1e9
+        # the sources stamp records with the monotonic clock: bpf_ktime_get_ns() is CLOCK_MONOTONIC,
+        # which is what time.monotonic_ns() reads on Linux; the ETW source stamps with it directly
+        return time.time() - (time.monotonic_ns() - ns) / 1e9
 
     # --- enrichment ------------------------------------------------------------------------------
 
@@ -169,7 +180,11 @@ class Collector:
             event.process_start_time = info.start_time
             event.parent_pid = info.parent_pid
             event.cmdline = info.cmdline
-            event.username = self.users.lookup(owner.uid)
+            if info.username:  # Windows: the token's user, and its RID as the uid
+                event.username = info.username
+                event.uid = info.uid
+            else:
+                event.username = self.users.lookup(owner.uid)
         event.local_hostname = cached_local_hostname(event.local_address)
         if event.remote_port:
             event.remote_hostname = self.hostnames.lookup(event.remote_address)

@@ -24,17 +24,17 @@ import io
 import ipaddress
 import logging
 import os
-import pwd
 import queue
 import socket
 import stat
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import dns.flags
 import dns.message
@@ -46,7 +46,17 @@ import dns.rdatatype
 
 from extension.events import ProcessRecord
 
+try:
+    import pwd
+except ImportError:  # Windows: users are named from the process token (extension.enrich_windows)
+    pwd = None  # type: ignore[assignment]
+
 log = logging.getLogger(__name__)
+
+# open() flags for hashing: not following into a terminal, not inherited, not blocking on a FIFO
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0)
+for _flag in ("O_NONBLOCK", "O_CLOEXEC", "O_NOCTTY", "O_NOINHERIT"):
+    _OPEN_FLAGS |= getattr(os, _flag, 0)
 
 __all__ = [
     "DnsLearner",
@@ -55,12 +65,14 @@ __all__ = [
     "PacketError",
     "ProcessCache",
     "ProcessInfo",
+    "ProcessLookup",
     "UdpDatagram",
     "UserNames",
     "extract_udp_datagram",
     "kernel_dev_to_st_dev",
     "local_hostname",
     "parse_dns_answers",
+    "platform_process_cache",
 ]
 
 K = TypeVar("K")
@@ -179,7 +191,7 @@ class FileHasher:
         With ``expect``, the file is hashed only if the opened file is that one (else "").
         """
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+            fd = os.open(path, _OPEN_FLAGS)
         except OSError as exc:
             self._count_error()
             log.debug("cannot open %s to hash it: %s", path, exc)
@@ -263,7 +275,28 @@ class ProcessInfo:
     start_time: int  # epoch seconds; 0 when unknown
     parent_pid: int  # 0 when unknown
     cmdline: str  # arguments joined by spaces, at most MAX_CMDLINE_CHARS
-    uid: int  # real uid
+    uid: int  # real uid (on Windows the RID of the token's user SID)
+    username: str = ""  # on Windows DOMAIN\\name from the token; on Linux named from uid by UserNames
+
+
+class ProcessLookup(Protocol):
+    """What the collector asks of a platform's process cache (:class:`ProcessCache` on Linux,
+    :class:`extension.enrich_windows.WindowsProcessCache` on Windows)."""
+
+    def observe(self, record: ProcessRecord) -> None: ...
+
+    def lookup(self, pid: int, comm: str, start_ns: int | None = None, *, uid: int = 0) -> ProcessInfo: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+
+def platform_process_cache(platform: str = sys.platform) -> ProcessLookup:
+    """This platform's process cache: ``/proc`` on Linux, the Win32 API on Windows."""
+    if platform == "win32":
+        from extension.enrich_windows import WindowsProcessCache  # noqa: PLC0415 - Windows only
+
+        return WindowsProcessCache()
+    return ProcessCache()
 
 
 @dataclass(frozen=True, slots=True)
@@ -636,7 +669,7 @@ class UserNames:
             if cached is not None and cached[1] > now:
                 return cached[0]
         try:
-            name = pwd.getpwuid(uid).pw_name
+            name = pwd.getpwuid(uid).pw_name if pwd is not None else ""
         except (KeyError, OverflowError, ValueError, OSError):
             name = ""
         with self._lock:

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from extension.events import TCP_ESTABLISHED, TCP_SYN_RECV, Activity, Direction, Record, SockStateRecord
+from extension.events import (
+    TCP_ESTABLISHED,
+    TCP_SYN_RECV,
+    Activity,
+    Direction,
+    ProcessRecord,
+    Record,
+    SockStateRecord,
+)
 from extension.sources.base import CaptureError
 from extension.sources.etw import EtwSource, lifecycle_records, socket_cookie
 from extension.sources.etw_events import NetEvent, decode_event
@@ -54,14 +62,17 @@ def test_tcp_lifecycle_and_traffic_through_the_tracker() -> None:
                 (13, out),  # disconnect
             ],
         )
-        assert source.poll(0) == 5
+        assert source.poll(0) == 8
         states = [(r.pid, r.oldstate, r.newstate) for r in records if isinstance(r, SockStateRecord)]
         assert (880, TCP_SYN_RECV, TCP_ESTABLISHED) in states and len(states) == 5
+        # each process once, on its first event, before its lifecycle records: the cache reads it then
+        seen = [r.pid for r in records if isinstance(r, ProcessRecord)]
+        assert seen == [1234, 880, 77] and isinstance(records[0], ProcessRecord)
         tracker = Tracker()
         rows = []
         for record in records:
-            assert isinstance(record, SockStateRecord)
-            rows += tracker.on_sock_state(record, wall_time=1_800_000_000.0)
+            if isinstance(record, SockStateRecord):
+                rows += tracker.on_sock_state(record, wall_time=1_800_000_000.0)
         assert [(row.activity, row.owner.pid, row.direction) for row in rows] == [
             (Activity.CONNECT, 1234, Direction.OUTBOUND),
             (Activity.CLOSE, 1234, Direction.OUTBOUND),

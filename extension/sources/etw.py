@@ -36,6 +36,8 @@ from extension.events import (
     TCP_FIN_WAIT1,
     TCP_SYN_RECV,
     TCP_SYN_SENT,
+    ProcessRecord,
+    Record,
     SockStateRecord,
 )
 from extension.sources.base import Drain, RecordHandler, SourceStats
@@ -44,6 +46,8 @@ from extension.sources.etw_session import SESSION_NAME, EtwSession, SessionLimit
 
 HOOK_SET: Final = "kernel-network"
 MAX_QUEUED: Final = 65536  # lifecycle records waiting for poll() at most; beyond, counted as lost
+OBSERVE_AGAIN_NS: Final = 60 * 1_000_000_000  # a pid is reported to the process cache again after this
+MAX_OBSERVED: Final = 16384  # pids remembered as reported
 TRANSITIONS: Final[dict[Kind, tuple[tuple[int, int], ...]]] = {
     Kind.CONNECT: ((TCP_CLOSE, TCP_SYN_SENT), (TCP_SYN_SENT, TCP_ESTABLISHED)),
     Kind.ACCEPT: ((TCP_SYN_RECV, TCP_ESTABLISHED),),
@@ -84,6 +88,14 @@ def lifecycle_records(event: NetEvent, monotonic_ns: int) -> list[SockStateRecor
     ]
 
 
+def process_record(pid: int, monotonic_ns: int) -> ProcessRecord:
+    """A process seen on the network. ETW has only its pid: the process cache reads the rest."""
+    return ProcessRecord(
+        ts_ns=monotonic_ns, start_ns=0, pid=pid, ppid=0, uid=0, comm="",
+        exe_dev=0, exe_ino=0, exe_mtime=0, exe_size=0, exe_path="",
+    )  # fmt: skip
+
+
 class EtwSource:
     backend = "etw"
     hook_set = HOOK_SET
@@ -97,7 +109,8 @@ class EtwSource:
         session_name: str = SESSION_NAME,
     ) -> None:
         self.on_record = on_record
-        self._queue: collections.deque[SockStateRecord] = collections.deque()
+        self._queue: collections.deque[Record] = collections.deque()
+        self._observed: collections.OrderedDict[int, int] = collections.OrderedDict()  # pid -> ns
         self._ready = threading.Condition()
         self.records_lost = 0
         self.events = 0
@@ -114,7 +127,11 @@ class EtwSource:
         if isinstance(event, FailureEvent):
             self.failures += 1
             return
-        records = lifecycle_records(event, monotonic_ns)
+        records: list[Record] = []
+        if event.pid > 0 and self._first_sight(event.pid, monotonic_ns):
+            # the process runs now: have the collector read its image, user and start time at once
+            records.append(process_record(event.pid, monotonic_ns))
+        records.extend(lifecycle_records(event, monotonic_ns))
         if not records:
             return
         with self._ready:
@@ -123,6 +140,17 @@ class EtwSource:
                 return
             self._queue.extend(records)
             self._ready.notify()
+
+    def _first_sight(self, pid: int, monotonic_ns: int) -> bool:
+        """Is this pid new (or not reported for a while)? Only the consumer thread calls this."""
+        last = self._observed.get(pid)
+        if last is not None and monotonic_ns - last < OBSERVE_AGAIN_NS:
+            return False
+        self._observed[pid] = monotonic_ns
+        self._observed.move_to_end(pid)
+        while len(self._observed) > MAX_OBSERVED:
+            self._observed.popitem(last=False)
+        return True
 
     def poll(self, timeout_ms: int) -> int:
         """Hand the queued lifecycle records to the handler, waiting up to ``timeout_ms`` for one."""
