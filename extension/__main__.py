@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import fcntl
 import json
 import logging
 import os
@@ -223,6 +222,29 @@ def _install_signal_handlers(stop: Callable[[], None]) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    if hasattr(signal, "SIGBREAK"):  # Windows: Ctrl-Break, and what a console close sends
+        signal.signal(signal.SIGBREAK, handler)
+
+
+LOCK_OFFSET_WINDOWS = 1 << 30  # Windows locks are mandatory: lock a byte past the pid, so it stays readable
+
+
+def _lock_exclusive(handle: TextIO, platform: str = sys.platform) -> None:
+    """Take the open file's exclusive lock without waiting (released when the process ends); raises
+    BlockingIOError (PermissionError on Windows) when another process holds it."""
+    if platform == "win32":
+        import msvcrt  # noqa: PLC0415 - Windows only
+
+        position = handle.tell()
+        handle.seek(LOCK_OFFSET_WINDOWS)
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+        finally:
+            handle.seek(position)
+        return
+    import fcntl  # noqa: PLC0415 - POSIX only
+
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _lock_data_dir(data_dir: Path) -> TextIO:
@@ -239,8 +261,8 @@ def _lock_data_dir(data_dir: Path) -> TextIO:
             "set EXTENSION_DATA_DIR to a writable directory"
         ) from None
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        _lock_exclusive(handle)
+    except (BlockingIOError, PermissionError):
         handle.seek(0)
         holder = handle.read().strip() or "unknown"
         handle.close()
@@ -415,6 +437,12 @@ def cmd_spec(args: argparse.Namespace) -> int:
         sys.stdout.write(",\n".join(f"  {name} {kind}" for name, kind in columns))
         sys.stdout.write("\n);\n")
     return 0
+
+
+def osquery_entry() -> int:
+    """``osquery-netflow-extension``: the console script osqueryd autoloads (on Windows pip makes it an
+    ``.exe``, the only suffix osqueryd autoloads there); the same as ``python -m extension osquery``."""
+    return main(["osquery", *sys.argv[1:]])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,7 +24,7 @@ import logging
 import stat
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -96,22 +96,61 @@ def _version() -> str:
     return __version__
 
 
-def _wait_for_socket(path: Path, timeout: float) -> str | None:
-    """None once ``path`` is a Unix socket; otherwise why not, after ``timeout`` seconds."""
+def _socket_problem(path: str) -> str | None:
+    """None when ``path`` is a Unix socket, else what is wrong with it."""
+    try:
+        mode = Path(path).stat().st_mode
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    return None if stat.S_ISSOCK(mode) else "is not a socket"
+
+
+ERROR_FILE_NOT_FOUND = 2
+ERROR_SEM_TIMEOUT = 121
+
+
+def _pipe_problem(
+    path: str, wait_named_pipe: Callable[[str, int], tuple[bool, int]] | None = None
+) -> str | None:
+    """Windows: None when osqueryd's named pipe has an instance waiting (WaitNamedPipeW, which does not
+    take the instance, as opening the pipe to look at it would)."""
+    if wait_named_pipe is None:
+        wait_named_pipe = _wait_named_pipe
+    ok, error = wait_named_pipe(path, 100)
+    if ok:
+        return None
+    if error == ERROR_FILE_NOT_FOUND:
+        return "does not exist"
+    if error == ERROR_SEM_TIMEOUT:
+        return "is busy (no free instance of the pipe)"
+    return f"cannot be opened (Win32 error {error})"
+
+
+def _wait_named_pipe(name: str, timeout_ms: int) -> tuple[bool, int]:  # pragma: no cover - Windows only
+    import ctypes  # noqa: PLC0415
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+    ok = bool(kernel32.WaitNamedPipeW(ctypes.c_wchar_p(name), ctypes.c_uint32(timeout_ms)))
+    return ok, 0 if ok else int(ctypes.get_last_error())  # type: ignore[attr-defined]
+
+
+def _wait_for_socket(
+    path: str,
+    timeout: float,
+    *,
+    platform: str = sys.platform,
+    problem: Callable[[str], str | None] | None = None,
+) -> str | None:
+    """None once osqueryd's extension socket (a named pipe on Windows) is there; otherwise why not,
+    after ``timeout`` seconds."""
+    check = problem or (_pipe_problem if platform == "win32" else _socket_problem)
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            mode = path.stat().st_mode
-        except FileNotFoundError:
-            problem = "does not exist"
-        except OSError as exc:
-            problem = f"cannot be read ({exc.strerror or exc})"
-        else:
-            if stat.S_ISSOCK(mode):
-                return None
-            problem = "is not a socket"
-        if time.monotonic() >= deadline:
-            return problem
+        found = check(path)
+        if found is None or time.monotonic() >= deadline:
+            return found
         time.sleep(0.1)
 
 
@@ -125,7 +164,7 @@ def run_extension(argv: Sequence[str], settings: Settings) -> int:
         return 2
     if args.verbose:
         logging.getLogger().setLevel(logging.DEBUG)
-    socket_path = Path(args.socket)
+    socket_path = str(args.socket)  # kept as given: a Windows pipe name is no file path
     problem = _wait_for_socket(socket_path, args.timeout)
     if problem is not None:
         _error(
@@ -154,7 +193,7 @@ def run_extension(argv: Sequence[str], settings: Settings) -> int:
         socket_path,
     )
     # start_extension parses sys.argv itself and exits 2 on any flag it does not know
-    sdk_argv = [sys.argv[0] if sys.argv else "osquery-netflow", "--socket", str(socket_path)]
+    sdk_argv = [sys.argv[0] if sys.argv else "osquery-netflow", "--socket", socket_path]
     sdk_argv += ["--timeout", str(args.timeout), "--interval", str(args.interval)]
     # --verbose makes the SDK raise (instead of returning silently) when the socket cannot be opened
     sdk_argv.append("--verbose")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,10 +22,14 @@ class SettingsError(ValueError):
     pass
 
 
-def default_data_dir() -> Path:
+def default_data_dir(platform: str = sys.platform, environ: Mapping[str, str] = os.environ) -> Path:
+    """Root (or any Windows account: the agent runs as LocalSystem there) keeps its state machine-wide;
+    other users in their XDG state directory."""
+    if platform == "win32":
+        return Path(environ.get("ProgramData") or "C:\\ProgramData") / "osquery-netflow"
     if os.geteuid() == 0:
         return Path("/var/lib/osquery-netflow")
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    base = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "osquery-netflow"
 
 
