@@ -146,12 +146,12 @@ def read_facts(
     resolv_conf: Path = Path("/etc/resolv.conf"), fleet_probe: Callable[[], tuple[bool, str]] | None = None
 ) -> NetworkFacts:
     """The default gateways (IPv4 and IPv6, with their MACs from the neighbour table) and the DNS
-    search domains, read now."""
+    search domains, read now. On Windows from the IP Helper API (:mod:`extension.netstate_windows`:
+    the connection-specific DNS suffixes of the adapters that are up; ``resolv_conf`` is not used)."""
     if sys.platform == "win32":
-        raise NotImplementedError(
-            "reading the default gateways, their MACs and the DNS search list is not written for Windows "
-            "yet: leave the enterprise-network policy unset there (the device then always forwards)"
-        )
+        from extension.netstate_windows import read_windows_facts  # noqa: PLC0415
+
+        return read_windows_facts(fleet_probe=fleet_probe)
     from pyroute2 import IPRoute  # noqa: PLC0415 - Linux only
 
     gateways: list[tuple[str, str]] = []
