@@ -157,7 +157,7 @@ def _source_factory(
             from extension.sources.etw import EtwSource  # noqa: PLC0415 - Windows only
             from extension.sources.etw_win32 import Win32TraceApi  # noqa: PLC0415
 
-            return EtwSource(Win32TraceApi(), on_record=on_record)
+            return EtwSource(Win32TraceApi(), on_record=on_record, dns=settings.dns_snoop)
         from extension.bpf.build import build_object  # noqa: PLC0415 - Linux-only, imported when used
         from extension.sources.ebpf import EbpfSource, preflight  # noqa: PLC0415
 

@@ -33,6 +33,7 @@ from extension.events import (
     DnsRecord,
     ProcessRecord,
     Record,
+    ResolvedRecord,
     SocketEvent,
     SockStateRecord,
 )
@@ -154,6 +155,8 @@ class Collector:
             self.processes.observe(record)
         elif isinstance(record, DnsRecord):
             self.dns.handle_packet(record.packet)
+        elif isinstance(record, ResolvedRecord):
+            self.dns.handle_resolved(record.name, record.addresses)
         elif isinstance(record, SockStateRecord):
             if self.settings.exclude_loopback and is_loopback(record.remote_address):
                 return
@@ -294,6 +297,7 @@ class Collector:
             "dns_truncated": stats.dns_truncated,
             "record_decode_errors": stats.record_decode_errors,
             "unattributed_accepts": self.tracker.unattributed,
+            **stats.counters,
         }
         deltas = {name: value - self._reported.get(name, 0) for name, value in current.items()}
         deltas["map_evictions"] = evictions

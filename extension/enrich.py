@@ -1041,3 +1041,12 @@ class DnsLearner:
             self.resolver.learn(address, name)
         self.counters["learned"] += len(pairs)
         return len(pairs)
+
+    def handle_resolved(self, name: str, addresses: tuple[str, ...]) -> int:
+        """A query the platform's resolver reported as answered (Windows' DNS client); returns the
+        number of names learned (the resolver validates and counts bad input)."""
+        self.counters["responses"] += 1
+        for address in addresses:
+            self.resolver.learn(address, name)
+        self.counters["learned"] += len(addresses)
+        return len(addresses)

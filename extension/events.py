@@ -235,7 +235,16 @@ class DnsRecord:
         return self.wire_len > len(self.packet)
 
 
-Record = SockStateRecord | ProcessRecord | DnsRecord
+@dataclass(frozen=True, slots=True)
+class ResolvedRecord:
+    """A name a process resolved and the addresses it got, as the platform's resolver reported them
+    (Windows: the DNS-Client ETW provider; Linux learns from DnsRecord packets instead)."""
+
+    name: str
+    addresses: tuple[str, ...]
+
+
+Record = SockStateRecord | ProcessRecord | DnsRecord | ResolvedRecord
 
 
 def _decode_path(depth: int, names: bytes) -> str:

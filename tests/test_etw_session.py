@@ -46,8 +46,10 @@ class FakeTraceApi:
         self.sessions: set[str] = {"osquery-netflow"} if existing else set()
         self.start_status = start_status
         self.enable_status = ERROR_SUCCESS
+        self.enable_statuses: dict[str, int] = {}  # by provider GUID, beats enable_status
         self.calls: list[tuple[object, ...]] = []
-        self.events: queue.Queue[tuple[int, bytes, int] | None] = queue.Queue()
+        # (event id, user data, ns) of Kernel-Network, or (provider GUID, event id, user data, ns)
+        self.events: queue.Queue[tuple[int, bytes, int] | tuple[str, int, bytes, int] | None] = queue.Queue()
         self.callback: EventCallback | None = None
         self.processing = threading.Event()
         self.handled = threading.Semaphore(0)  # released after each event reaches the callback
@@ -75,7 +77,7 @@ class FakeTraceApi:
 
     def enable_provider(self, session: int, guid: str, level: int, keywords: int) -> int:
         self.calls.append(("enable", session, guid, level, keywords))
-        return self.enable_status
+        return self.enable_statuses.get(guid, self.enable_status)
 
     def open_trace(self, name: str, callback: EventCallback) -> tuple[int, int]:
         self.calls.append(("open", name))
@@ -90,6 +92,8 @@ class FakeTraceApi:
             event = self.events.get()
             if event is None:
                 return ERROR_CANCELLED
+            if len(event) == 3:
+                event = (PROVIDER_GUID, *event)
             self.callback(*event)
             self.handled.release()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -41,6 +41,9 @@ class SourceStats:
     dns_truncated: int  # DNS answers too long to pass up whole (names in the cut part are missed)
     record_decode_errors: int
     hooks: tuple[str, ...] = ()  # attached programs, for status
+    # the source's own cumulative counters, persisted as they grow and shown in net_agent_status's
+    # counters (ETW: the session's lost events and buffers, its buffers written, DNS-Client queries)
+    counters: Mapping[str, int] = field(default_factory=dict)
 
 
 RecordHandler = Callable[[Record], None]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import logging
 import threading
 import time
 from typing import Final
@@ -38,11 +39,15 @@ from extension.events import (
     TCP_SYN_SENT,
     ProcessRecord,
     Record,
+    ResolvedRecord,
     SockStateRecord,
 )
-from extension.sources.base import Drain, RecordHandler, SourceStats
+from extension.sources.base import CaptureError, Drain, RecordHandler, SourceStats
+from extension.sources.etw_dns import DNS_CLIENT_NAME, DnsQuery
 from extension.sources.etw_events import PROVIDER_NAME, FailureEvent, Kind, NetEvent, flow_key
 from extension.sources.etw_session import SESSION_NAME, EtwSession, SessionLimits, TraceApi
+
+log = logging.getLogger(__name__)
 
 HOOK_SET: Final = "kernel-network"
 MAX_QUEUED: Final = 65536  # lifecycle records waiting for poll() at most; beyond, counted as lost
@@ -107,7 +112,9 @@ class EtwSource:
         on_record: RecordHandler,
         limits: SessionLimits | None = None,
         session_name: str = SESSION_NAME,
+        dns: bool = True,
     ) -> None:
+        """``dns``: learn the names processes resolve from Microsoft-Windows-DNS-Client."""
         self.on_record = on_record
         self._queue: collections.deque[Record] = collections.deque()
         self._observed: collections.OrderedDict[int, int] = collections.OrderedDict()  # pid -> ns
@@ -117,9 +124,20 @@ class EtwSource:
         self.failures = 0
         self.decode_errors = 0
         self.evictions = 0
-        self.session = EtwSession(api, name=session_name, limits=limits, on_event=self._on_event)
-        self.hooks = (PROVIDER_NAME,)
+        self._stats_failed = False
+        self.session = EtwSession(
+            api,
+            name=session_name,
+            limits=limits,
+            on_event=self._on_event,
+            on_dns=self._on_dns if dns else None,
+        )
         self.session.start()
+        self.hooks = (PROVIDER_NAME, DNS_CLIENT_NAME) if self.session.dns_enabled else (PROVIDER_NAME,)
+
+    def _on_dns(self, query: DnsQuery) -> None:
+        if query.addresses:
+            self._enqueue([ResolvedRecord(query.name, query.addresses)])
 
     def _on_event(self, event: NetEvent | FailureEvent, monotonic_ns: int) -> None:
         # on the consumer thread: keep it short
@@ -132,8 +150,10 @@ class EtwSource:
             # the process runs now: have the collector read its image, user and start time at once
             records.append(process_record(event.pid, monotonic_ns))
         records.extend(lifecycle_records(event, monotonic_ns))
-        if not records:
-            return
+        if records:
+            self._enqueue(records)
+
+    def _enqueue(self, records: list[Record]) -> None:
         with self._ready:
             if len(self._queue) + len(records) > MAX_QUEUED:
                 self.records_lost += len(records)
@@ -170,11 +190,26 @@ class EtwSource:
         return drained
 
     def stats(self) -> SourceStats:
+        counters = {
+            "etw_lifecycle_records_lost": self.records_lost,
+            "etw_failed_connects": self.failures,
+            "etw_dns_queries": self.session.dns_queries,
+            "etw_foreign_events": self.session.foreign_events,
+        }
+        lost = 0
         try:
             session = self.session.stats()
+        except CaptureError as exc:  # the session is gone: say so once, keep the persisted counts
+            if not self._stats_failed:
+                log.warning("%s", exc)
+            self._stats_failed = True
+        else:
             lost = session.events_lost + session.buffers_lost
-        except Exception:
-            lost = 0
+            counters |= {
+                "etw_events_lost": session.events_lost,
+                "etw_buffers_lost": session.buffers_lost,
+                "etw_buffers_written": session.buffers_written,
+            }
         return SourceStats(
             backend=self.backend,
             hook_set=self.hook_set,
@@ -184,8 +219,9 @@ class EtwSource:
             update_failed=0,
             udp_no_peer=0,
             dns_truncated=0,
-            record_decode_errors=self.decode_errors,
+            record_decode_errors=self.decode_errors + self.session.dns_decode_errors,
             hooks=self.hooks,
+            counters=counters,
         )
 
     def close(self) -> None:

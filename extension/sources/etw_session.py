@@ -7,7 +7,9 @@ with ctypes (a later part of issue 7), and the tests implement it with a fake. :
 - starts a *named* session (``osquery-netflow`` by default). When a crashed run left one of that name
   behind (ERROR_ALREADY_EXISTS), it stops that one and starts again, once;
 - bounds its buffers (:class:`SessionLimits`);
-- enables Microsoft-Windows-Kernel-Network for IPv4 and IPv6 events only;
+- enables Microsoft-Windows-Kernel-Network for IPv4 and IPv6 events only, and (``dns=True``)
+  Microsoft-Windows-DNS-Client, whose completed queries name the addresses processes resolved
+  (:mod:`extension.sources.etw_dns`); a failure to enable the latter is logged, not fatal;
 - consumes the session on a thread (ProcessTrace blocks until the session stops), decoding each
   event into :class:`~extension.sources.etw_events.EtwCounters` under a lock; :meth:`drain` hands the
   counters over as the eBPF source's drain does;
@@ -28,7 +30,8 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from extension.sources.base import CaptureError, Drain
-from extension.sources.etw_events import PROVIDER_GUID, EtwCounters, FailureEvent, NetEvent
+from extension.sources.etw_dns import DNS_CLIENT_GUID, QUERY_COMPLETED, DnsQuery, decode_dns_query
+from extension.sources.etw_events import PROVIDER_GUID, EtwCounters, EtwDecodeError, FailureEvent, NetEvent
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,7 @@ ERROR_CANCELLED: Final = 1223
 TRACE_LEVEL_INFORMATION: Final = 4
 KEYWORD_IPV4: Final = 0x10  # KERNEL_NETWORK_KEYWORD_IPV4
 KEYWORD_IPV6: Final = 0x20  # KERNEL_NETWORK_KEYWORD_IPV6
+KEYWORDS_ALL: Final = 0xFFFFFFFFFFFFFFFF  # DNS-Client: every keyword (the level keeps it to a few per query)
 JOIN_SECONDS: Final = 10.0
 
 
@@ -70,7 +74,7 @@ class SessionStats:
     buffers_written: int
 
 
-EventCallback = Callable[[int, bytes, int], None]  # event id, user data, monotonic ns
+EventCallback = Callable[[str, int, bytes, int], None]  # provider GUID, event id, user data, monotonic ns
 
 
 class TraceApi(Protocol):
@@ -128,13 +132,20 @@ class EtwSession:
         counters: EtwCounters | None = None,
         clock_ns: Callable[[], int] = time.monotonic_ns,
         on_event: Callable[[NetEvent | FailureEvent, int], None] | None = None,
+        on_dns: Callable[[DnsQuery], None] | None = None,
     ) -> None:
+        """``on_dns``: also enable Microsoft-Windows-DNS-Client and hand it every completed query."""
         self.api = api
         self.name = name
         self.limits = limits or SessionLimits()
         self.counters = counters or EtwCounters()
         self.clock_ns = clock_ns
         self.on_event = on_event  # sees every decoded event after it is counted (lifecycle records)
+        self.on_dns = on_dns
+        self.dns_enabled = False
+        self.dns_queries = 0
+        self.dns_decode_errors = 0
+        self.foreign_events = 0  # from a provider this session did not ask for
         self.stale_sessions_stopped = 0
         self.consumer_status: int | None = None
         self._lock = threading.Lock()
@@ -161,6 +172,15 @@ class EtwSession:
             )
             if enabled != ERROR_SUCCESS:
                 raise _failure("EnableTraceEx2(Microsoft-Windows-Kernel-Network)", enabled)
+            if self.on_dns is not None:
+                dns = self.api.enable_provider(handle, DNS_CLIENT_GUID, TRACE_LEVEL_INFORMATION, KEYWORDS_ALL)
+                self.dns_enabled = dns == ERROR_SUCCESS
+                if not self.dns_enabled:
+                    log.warning(
+                        "cannot enable Microsoft-Windows-DNS-Client (Win32 error %d): host names come "
+                        "from reverse lookups only",
+                        dns,
+                    )
             opened, trace = self.api.open_trace(self.name, self._on_event)
             if opened != ERROR_SUCCESS:
                 raise _failure(f"OpenTrace({self.name})", opened)
@@ -171,11 +191,29 @@ class EtwSession:
             self.close()
             raise
 
-    def _on_event(self, event_id: int, payload: bytes, monotonic_ns: int) -> None:
+    def _on_event(self, provider: str, event_id: int, payload: bytes, monotonic_ns: int) -> None:
+        if provider != PROVIDER_GUID:
+            self._on_other(provider, event_id, payload)
+            return
         with self._lock:
             event = self.counters.add_raw(event_id, payload, monotonic_ns)
         if event is not None and self.on_event is not None:
             self.on_event(event, monotonic_ns)
+
+    def _on_other(self, provider: str, event_id: int, payload: bytes) -> None:
+        if provider != DNS_CLIENT_GUID or self.on_dns is None:
+            self.foreign_events += 1
+            return
+        if event_id != QUERY_COMPLETED:
+            return  # the provider's other events (cache lookups, server changes): not needed
+        try:
+            query = decode_dns_query(payload)
+        except EtwDecodeError as exc:
+            self.dns_decode_errors += 1
+            log.debug("skipping a DNS-Client event: %s", exc)
+            return
+        self.dns_queries += 1
+        self.on_dns(query)
 
     def _consume(self) -> None:
         assert self._trace is not None

@@ -307,8 +307,8 @@ class Win32TraceApi:
     def open_trace(self, name: str, callback: EventCallback) -> tuple[int, int]:
         def on_record(pointer: Any) -> None:
             try:
-                _provider, event_id, data = record_event(pointer.contents)
-                callback(event_id, data, time.monotonic_ns())
+                provider, event_id, data = record_event(pointer.contents)
+                callback(provider, event_id, data, time.monotonic_ns())
             except Exception:
                 self.callback_errors += 1  # counted, shown with the decode errors
 
