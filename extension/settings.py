@@ -192,4 +192,5 @@ def load(
     for key, raw in (overrides or {}).items():
         if raw is not None:
             values[key] = _convert(key, raw)
+    values.setdefault("data_dir", default_data_dir(environ=env))
     return _validate(Settings(**values))
