@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import platform
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -72,9 +73,19 @@ def is_loopback(address: str) -> bool:
     return address == "::1" or address.startswith("127.")
 
 
-def read_listening_ports(proc_root: Path = Path("/proc")) -> set[tuple[str, int]]:
-    """TCP ports in LISTEN now (from /proc/net/tcp and tcp6): the direction of connections that were
-    open before the agent started is inferred from them."""
+def read_listening_ports(
+    proc_root: Path = Path("/proc"), platform: str = sys.platform
+) -> set[tuple[str, int]]:
+    """TCP ports in LISTEN now (from /proc/net/tcp and tcp6; on Windows the IP Helper's listener
+    table): the direction of connections that were open before the agent started is inferred from them."""
+    if platform == "win32":
+        from extension.netstate_windows import read_listening_ports as windows_listeners  # noqa: PLC0415
+
+        try:
+            return windows_listeners()
+        except OSError as exc:
+            log.warning("%s: directions of connections older than the agent are unknown", exc)
+            return set()
     ports: set[tuple[str, int]] = set()
     for name in ("tcp", "tcp6"):
         try:

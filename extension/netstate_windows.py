@@ -469,3 +469,67 @@ def read_windows_facts(
     return NetworkFacts(
         gateways=gateways, search_domains=unique_domains(adapters), fleet_tls=why, fleet_tls_ok=ok
     )
+
+
+# --- listening TCP ports (the direction of connections open before the agent started) -------------
+
+TCP_TABLE_OWNER_PID_LISTENER: Final = 3
+ERROR_INSUFFICIENT_BUFFER: Final = 122
+MIB_TCP_STATE_LISTEN: Final = 2
+TCP_ROW_BYTES: Final = {AF_INET: 24, AF_INET6: 56}  # MIB_TCPROW_OWNER_PID, MIB_TCP6ROW_OWNER_PID
+# where dwLocalPort and dwState sit in a row (the port in network byte order in the low 16 bits)
+TCP_ROW_FIELDS: Final = {AF_INET: (8, 0), AF_INET6: (20, 48)}
+MAX_TCP_ROWS: Final = 1 << 20
+
+
+def parse_tcp_listeners(raw: bytes, family: int) -> set[int]:
+    """The local ports of a MIB_TCPTABLE_OWNER_PID / MIB_TCP6TABLE_OWNER_PID in LISTEN.
+    Raises ValueError when the table does not fit its own count."""
+    if len(raw) < 4:
+        raise ValueError(f"a TCP table has at least 4 bytes, not {len(raw)}")
+    count = int.from_bytes(raw[:4], "little")
+    size, (port_at, state_at) = TCP_ROW_BYTES[family], TCP_ROW_FIELDS[family]
+    if count > MAX_TCP_ROWS or 4 + count * size > len(raw):
+        raise ValueError(f"a TCP table of {count} rows does not fit in {len(raw)} bytes")
+    ports: set[int] = set()
+    for index in range(count):
+        row = 4 + index * size
+        state = int.from_bytes(raw[row + state_at : row + state_at + 4], "little")
+        if state == MIB_TCP_STATE_LISTEN:
+            ports.add(int.from_bytes(raw[row + port_at : row + port_at + 2], "big"))
+    return ports
+
+
+def _tcp_table(iphlpapi: Any, family: int) -> bytes:
+    size = ctypes.c_uint32(4096)
+    for _ in range(MAX_BUFFER_ATTEMPTS):
+        buffer = (ctypes.c_uint8 * size.value)()
+        status = iphlpapi.GetExtendedTcpTable(
+            buffer,
+            ctypes.byref(size),
+            ctypes.c_int(0),
+            ctypes.c_uint32(family),
+            ctypes.c_int(TCP_TABLE_OWNER_PID_LISTENER),
+            ctypes.c_uint32(0),
+        )
+        if status == NO_ERROR:
+            return bytes(buffer)
+        if status != ERROR_INSUFFICIENT_BUFFER:
+            raise IpHelperError(f"GetExtendedTcpTable failed with Win32 error {status}")
+    raise IpHelperError("GetExtendedTcpTable kept asking for a larger buffer")
+
+
+def read_listening_ports(iphlpapi: Any = None) -> set[tuple[str, int]]:
+    """TCP ports in LISTEN now, IPv4 and IPv6, as ``extension.collector.read_listening_ports`` reads
+    them from /proc on Linux; empty (logged) when the table cannot be read."""
+    if iphlpapi is None:
+        iphlpapi = load_iphlpapi("the TCP listener table through the IP Helper API needs Windows")
+    ports: set[tuple[str, int]] = set()
+    for family in (AF_INET, AF_INET6):
+        try:
+            ports |= {("tcp", port) for port in parse_tcp_listeners(_tcp_table(iphlpapi, family), family)}
+        except (OSError, ValueError) as exc:
+            log.warning(
+                "cannot read the TCP listeners (%s): directions of older connections are unknown", exc
+            )
+    return ports

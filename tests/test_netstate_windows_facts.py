@@ -434,3 +434,73 @@ def test_off_windows_iphlpapi_cannot_be_loaded_and_says_why() -> None:
         read_windows_facts()
     with pytest.raises(IpHelperError, match="IP Helper notifications need Windows"):
         IpHelperFeed()
+
+
+# --- the TCP listener table -------------------------------------------------------------------------
+
+
+def tcp4_row(state: int, port: int) -> bytes:
+    # MIB_TCPROW_OWNER_PID: state, local addr, local port (network order in the low 16 bits), remote
+    # addr, remote port, owning pid
+    return struct.pack("<II", state, 0) + struct.pack(">H", port) + b"\x00\x00" + struct.pack("<III", 0, 0, 4)
+
+
+def tcp6_row(state: int, port: int) -> bytes:
+    # MIB_TCP6ROW_OWNER_PID: local addr[16], scope, local port, remote addr[16], scope, remote port,
+    # state, owning pid
+    return (
+        bytes(16) + struct.pack("<I", 0) + struct.pack(">H", port) + b"\x00\x00"
+        + bytes(16) + struct.pack("<III", 0, 0, state) + struct.pack("<I", 4)
+    )  # fmt: skip
+
+
+class FakeTcpTables:
+    """GetExtendedTcpTable as Windows answers: too small a buffer gets the size needed and 122."""
+
+    def __init__(self, tables: dict[int, bytes], status: int = 0) -> None:
+        self.tables = tables
+        self.status = status
+        self.calls: list[tuple[int, int]] = []
+
+    def GetExtendedTcpTable(
+        self, buffer: Any, size: Any, order: Any, family: Any, klass: Any, reserved: Any
+    ) -> int:
+        assert klass.value == 3 and reserved.value == 0  # TCP_TABLE_OWNER_PID_LISTENER
+        self.calls.append((family.value, size._obj.value))
+        if self.status:
+            return self.status
+        table = self.tables[family.value]
+        if size._obj.value < len(table):
+            size._obj.value = len(table)
+            return 122
+        ctypes.memmove(buffer, table, len(table))
+        return 0
+
+
+def test_listening_ports_from_the_tcp_tables() -> None:
+    from extension.netstate_windows import read_listening_ports  # noqa: PLC0415
+
+    v4 = struct.pack("<I", 3) + tcp4_row(2, 445) + tcp4_row(5, 50000) + tcp4_row(2, 3389)
+    v6 = struct.pack("<I", 201) + b"".join(tcp6_row(2, 8000 + n) for n in range(201))  # > 4096 bytes
+    api = FakeTcpTables({2: v4, 23: v6})
+    ports = read_listening_ports(api)
+    assert ports == {("tcp", 445), ("tcp", 3389)} | {("tcp", 8000 + n) for n in range(201)}
+    assert [family for family, _ in api.calls] == [2, 23, 23]  # the IPv6 table needed a larger buffer
+    assert api.calls[-1][1] == 4 + 201 * 56
+
+
+def test_a_table_that_does_not_fit_its_count_is_refused_and_an_error_leaves_no_ports() -> None:
+    from extension.netstate_windows import parse_tcp_listeners, read_listening_ports  # noqa: PLC0415
+
+    with pytest.raises(ValueError, match="2 rows does not fit in 28 bytes"):
+        parse_tcp_listeners(struct.pack("<I", 2) + tcp4_row(2, 1), 2)
+    with pytest.raises(ValueError, match="at least 4 bytes"):
+        parse_tcp_listeners(b"\x01", 23)
+    assert parse_tcp_listeners(struct.pack("<I", 0), 23) == set()
+    assert read_listening_ports(FakeTcpTables({}, status=5)) == set()  # access denied: logged
+
+
+def test_the_collector_asks_windows_for_listeners() -> None:
+    from extension.collector import read_listening_ports  # noqa: PLC0415
+
+    assert read_listening_ports(platform="win32") == set()  # no iphlpapi here: logged, none
