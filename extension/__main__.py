@@ -231,7 +231,7 @@ LOCK_OFFSET_WINDOWS = 1 << 30  # Windows locks are mandatory: lock a byte past t
 
 def _lock_exclusive(handle: TextIO, platform: str = sys.platform) -> None:
     """Take the open file's exclusive lock without waiting (released when the process ends); raises
-    BlockingIOError (PermissionError on Windows) when another process holds it."""
+    BlockingIOError when another process holds it."""
     if platform == "win32":
         import msvcrt  # noqa: PLC0415 - Windows only
 
@@ -239,6 +239,8 @@ def _lock_exclusive(handle: TextIO, platform: str = sys.platform) -> None:
         handle.seek(LOCK_OFFSET_WINDOWS)
         try:
             msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+        except OSError as exc:  # EACCES or EDEADLOCK, depending on the C runtime: held by another
+            raise BlockingIOError(str(exc)) from exc
         finally:
             handle.seek(position)
         return
@@ -262,7 +264,7 @@ def _lock_data_dir(data_dir: Path) -> TextIO:
         ) from None
     try:
         _lock_exclusive(handle)
-    except (BlockingIOError, PermissionError):
+    except BlockingIOError:
         handle.seek(0)
         holder = handle.read().strip() or "unknown"
         handle.close()
