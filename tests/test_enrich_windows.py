@@ -355,18 +355,15 @@ def test_first_sight_reports_a_pid_once_a_minute() -> None:
         source.close()
 
 
-def test_the_collector_names_windows_processes_and_users_in_its_rows(tmp_path: Path) -> None:
-    """ETW events in (fake session), the Windows process cache (fake process API, a real file to
-    hash), the collector and store unchanged: the rows carry path, hash, user and its RID."""
+def windows_collector(tmp_path: Path, processes: FakeProcesses) -> tuple[Any, Any, Any]:
+    """The collector and store as the agent builds them on Windows, on a fake ETW session and a fake
+    process API; reverse lookups off (names only from what the DNS client reports). Returns
+    (collector, store, fake session)."""
     from extension.collector import Collector  # noqa: PLC0415
     from extension.settings import load  # noqa: PLC0415
     from extension.store import Store  # noqa: PLC0415
     from tests.test_etw_session import FakeTraceApi  # noqa: PLC0415
 
-    exe = tmp_path / "app.exe"
-    exe.write_bytes(b"MZ windows binary")
-    processes = FakeProcesses(accounts={"S-1-5-21-7-7-7-1104": "CORP\\carol"})
-    processes.running[3100] = win_process(3100, str(exe), sid="S-1-5-21-7-7-7-1104")
     settings = load(
         environ={"EXTENSION_DATA_DIR": str(tmp_path / "data"), "EXTENSION_RESOLVE_HOSTNAMES": "0"}
     )
@@ -377,8 +374,18 @@ def test_the_collector_names_windows_processes_and_users_in_its_rows(tmp_path: P
         store=store,
         source_factory=lambda on_record: EtwSource(api, on_record=on_record),
         processes=WindowsProcessCache(processes),
-        results=None,
     )
+    return collector, store, api
+
+
+def test_the_collector_names_windows_processes_and_users_in_its_rows(tmp_path: Path) -> None:
+    """ETW events in (fake session), the Windows process cache (fake process API, a real file to
+    hash), the collector and store unchanged: the rows carry path, hash, user and its RID."""
+    exe = tmp_path / "app.exe"
+    exe.write_bytes(b"MZ windows binary")
+    processes = FakeProcesses(accounts={"S-1-5-21-7-7-7-1104": "CORP\\carol"})
+    processes.running[3100] = win_process(3100, str(exe), sid="S-1-5-21-7-7-7-1104")
+    collector, _store, api = windows_collector(tmp_path, processes)
     try:
         body = (
             ipaddress.ip_address("198.51.100.7").packed

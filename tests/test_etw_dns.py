@@ -135,25 +135,10 @@ def test_a_dns_client_that_cannot_be_enabled_leaves_capture_running() -> None:
 
 
 def test_the_collector_names_a_peer_from_the_query_and_persists_the_sessions_losses(tmp_path: Path) -> None:
-    from extension.collector import Collector  # noqa: PLC0415
-    from extension.enrich_windows import WindowsProcessCache  # noqa: PLC0415
     from extension.osquery_plugins import agent_status_row  # noqa: PLC0415
-    from extension.settings import load  # noqa: PLC0415
-    from extension.store import Store  # noqa: PLC0415
-    from tests.test_enrich_windows import FakeProcesses  # noqa: PLC0415
+    from tests.test_enrich_windows import FakeProcesses, windows_collector  # noqa: PLC0415
 
-    # reverse lookups off: the name can only come from the DNS client's report
-    settings = load(
-        environ={"EXTENSION_DATA_DIR": str(tmp_path / "data"), "EXTENSION_RESOLVE_HOSTNAMES": "0"}
-    )
-    store = Store(tmp_path / "netflow.db", window_seconds=settings.window_seconds)
-    api = FakeTraceApi()
-    collector = Collector(
-        settings=settings,
-        store=store,
-        source_factory=lambda on_record: EtwSource(api, on_record=on_record),
-        processes=WindowsProcessCache(FakeProcesses()),
-    )
+    collector, store, api = windows_collector(tmp_path, FakeProcesses())
     try:
         assert collector.source.stats().hooks == (PROVIDER_NAME, DNS_CLIENT_NAME)
         body = (
