@@ -168,3 +168,57 @@ def test_a_full_table_drops_new_flows_and_counts_them() -> None:
     drained = counters.drain(monotonic_ns=10, wall_time=0.0)
     assert drained.evictions == 1
     assert sorted((key.remote_port, value.sends) for key, value in drained.flows) == [(1, 2), (2, 1)]
+
+
+def test_traffic_is_counted_without_decoding_a_known_flow_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    from extension.sources import etw_events  # noqa: PLC0415
+
+    decoded: list[int] = []
+    real = etw_events.decode_event
+
+    def counting(event_id: int, data: bytes) -> NetEvent | FailureEvent:
+        decoded.append(event_id)
+        return real(event_id, data)
+
+    monkeypatch.setattr(etw_events, "decode_event", counting)
+    counters = EtwCounters()
+    flow = payload(4242, 1500, "2001:db8::7", "fd00::2", 443, 50123)
+    seen = [counters.add_raw(26 + index % 2, flow, index) for index in range(1000)]  # v6 sends, receives
+    assert decoded == [26]  # once, for the new flow
+    assert set(seen) == {(4242, None)}  # traffic: the pid, no event
+    connect = counters.add_raw(28, flow, 1000)
+    assert connect is not None and connect[0] == 4242 and isinstance(connect[1], NetEvent)
+    failure = counters.add_raw(33, struct.pack("<HH", 6, 10061), 1001)
+    assert failure is not None and failure[0] == 0 and isinstance(failure[1], FailureEvent)
+    ((key, value),) = counters.drain(monotonic_ns=2000, wall_time=0.0).flows
+    assert (key.pid, key.remote_address, key.family) == (4242, "2001:db8::7", AF_INET6)
+    assert (value.sends, value.receives, value.bytes_sent, value.first_ns, value.last_ns) == (
+        500,
+        500,
+        750_000,
+        0,
+        999,
+    )
+    counters.add_raw(26, flow, 3000)  # after a drain the flow is new again: decoded once more
+    assert decoded == [26, 28, 33, 26]
+
+
+def test_flows_differing_only_in_protocol_version_or_pid_stay_apart() -> None:
+    counters = EtwCounters()
+    v4 = payload(1, 10, "192.0.2.1", "10.0.0.1", 53, 5000)
+    counters.add_all([(10, v4, 1), (42, v4, 2), (10, payload(2, 10, "192.0.2.1", "10.0.0.1", 53, 5000), 3)])
+    mapped = payload(1, 10, "::ffff:192.0.2.1", "::ffff:10.0.0.1", 53, 5000)
+    counters.add_all([(26, mapped, 4)])
+    keys = sorted((key.protocol, key.pid, key.family) for key, _ in counters.drain(10, 0.0).flows)
+    assert keys == [("tcp", 1, AF_INET), ("tcp", 1, AF_INET6), ("tcp", 2, AF_INET), ("udp", 1, AF_INET)]
+
+
+def test_the_address_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from extension.sources import etw_events  # noqa: PLC0415
+
+    monkeypatch.setattr(etw_events, "MAX_CACHED_ADDRESSES", 4)
+    etw_events._ADDRESSES.clear()
+    for index in range(10):
+        event = decode_event(10, payload(1, 1, f"192.0.2.{index}", "10.0.0.1", 80, 1))
+        assert isinstance(event, NetEvent) and event.remote_address == f"192.0.2.{index}"
+        assert len(etw_events._ADDRESSES) <= 4

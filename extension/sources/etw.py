@@ -139,17 +139,21 @@ class EtwSource:
         if query.addresses:
             self._enqueue([ResolvedRecord(query.name, query.addresses)])
 
-    def _on_event(self, event: NetEvent | FailureEvent, monotonic_ns: int) -> None:
-        # on the consumer thread: keep it short
+    def _on_event(self, pid: int, event: NetEvent | FailureEvent | None, monotonic_ns: int) -> None:
+        # on the consumer thread, for every event: keep it short (event is None for sends and receives)
         self.events += 1
         if isinstance(event, FailureEvent):
             self.failures += 1
             return
-        records: list[Record] = []
-        if event.pid > 0 and self._first_sight(event.pid, monotonic_ns):
+        if pid > 0 and self._first_sight(pid, monotonic_ns):
             # the process runs now: have the collector read its image, user and start time at once
-            records.append(process_record(event.pid, monotonic_ns))
-        records.extend(lifecycle_records(event, monotonic_ns))
+            records: list[Record] = [process_record(pid, monotonic_ns)]
+        elif event is None:
+            return
+        else:
+            records = []
+        if event is not None:
+            records.extend(lifecycle_records(event, monotonic_ns))
         if records:
             self._enqueue(records)
 

@@ -124,11 +124,23 @@ class FailureEvent:
     failure_code: int
 
 
+MAX_CACHED_ADDRESSES: Final = 65536
+_ADDRESSES: dict[bytes, str] = {}  # packed address -> canonical text; emptied when full
+
+
 def _address(raw: bytes) -> str:
+    text = _ADDRESSES.get(raw)
+    if text is not None:
+        return text
     address = ipaddress.ip_address(raw)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(address)
+        text = str(address.ipv4_mapped)
+    else:
+        text = str(address)
+    if len(_ADDRESSES) >= MAX_CACHED_ADDRESSES:
+        _ADDRESSES.clear()
+    _ADDRESSES[raw] = text
+    return text
 
 
 def decode_event(event_id: int, payload: bytes) -> NetEvent | FailureEvent:
@@ -166,6 +178,7 @@ def decode_event(event_id: int, payload: bytes) -> NetEvent | FailureEvent:
 
 @dataclass(slots=True)
 class _Entry:
+    key: FlowKey
     bytes_sent: int = 0
     bytes_received: int = 0
     sends: int = 0
@@ -175,62 +188,96 @@ class _Entry:
     first_dir: int = FIRST_SENT
 
 
+# The traffic events, counted without decoding: event id -> (the event's protocol and IP version as
+# one byte, a send?, the payload's least length). Everything else is decoded in full (rare events).
+_TRAFFIC: Final[dict[int, tuple[bytes, bool, int]]] = {
+    event_id: (
+        bytes([(1 if protocol == "tcp" else 3) + (0 if version == 4 else 1)]),
+        kind is Kind.SEND,
+        V4_PREFIX if version == 4 else V6_PREFIX,
+    )
+    for event_id, (protocol, version, kind) in EVENTS.items()
+    if kind in (Kind.SEND, Kind.RECEIVE)
+}
+
+# What the session's listener gets for an event: (the payload's pid, the decoded event). The event is
+# None for a send or receive, which is counted without being decoded (its pid is all a listener needs);
+# the pid is 0 for failures, which carry none.
+Seen = tuple[int, "NetEvent | FailureEvent | None"]
+
+
 @dataclass(slots=True)
 class EtwCounters:
     """Per-flow counters kept in user space, as the eBPF source keeps them in a kernel map: bytes and
     calls each way, first and last time, the first call's direction. Sends and receives count;
     retransmits and copies are counted apart (their bytes were or will be counted by a send or a
     receive); lifecycle events are counted by kind. ``max_flows`` bounds the table: a new flow beyond
-    it is dropped and counted (``evictions``), as a full LRU map would lose one."""
+    it is dropped and counted (``evictions``), as a full LRU map would lose one.
+
+    The hot path (sends and receives, nearly every event) keys a flow by the payload's own bytes (pid,
+    addresses, ports) and decodes an event in full only for a flow not yet in the table: the Python
+    work per event is a few dictionary operations (bench/etw_consumer.py)."""
 
     max_flows: int = 65536
-    flows: dict[FlowKey, _Entry] = field(default_factory=dict)
+    flows: dict[bytes, _Entry] = field(default_factory=dict)
     kinds: dict[Kind, int] = field(default_factory=dict)
     decode_errors: int = 0
     evictions: int = 0
     retransmitted_bytes: int = 0
 
-    def add(self, event: NetEvent | FailureEvent, monotonic_ns: int) -> None:
-        """Count one decoded event, seen at ``monotonic_ns``."""
-        kind = Kind.FAILED if isinstance(event, FailureEvent) else event.kind
-        self.kinds[kind] = self.kinds.get(kind, 0) + 1
-        if isinstance(event, FailureEvent):
-            return
-        if event.kind is Kind.RETRANSMIT:
-            self.retransmitted_bytes += event.size
-            return
-        if event.kind not in (Kind.SEND, Kind.RECEIVE):
-            return
-        key = flow_key(event)
-        entry = self.flows.get(key)
+    def add_raw(self, event_id: int, payload: bytes, monotonic_ns: int) -> Seen | None:
+        """Count one event as it comes from ETW: (its pid, the decoded event or None for traffic), or
+        None when it does not decode (counted in ``decode_errors``)."""
+        traffic = _TRAFFIC.get(event_id)
+        if traffic is None:
+            return self._add_other(event_id, payload)
+        group, sending, least = traffic
+        if len(payload) < least:
+            self.decode_errors += 1
+            return None
+        pid, size = _HEAD.unpack_from(payload)
+        identity = group + payload[:4] + payload[_HEAD.size : least]
+        entry = self.flows.get(identity)
         if entry is None:
+            event = decode_event(event_id, payload)  # the layout is checked: only addresses remain
             if len(self.flows) >= self.max_flows:
                 self.evictions += 1
-                return
+                self._count(Kind.SEND if sending else Kind.RECEIVE)
+                return pid, None
+            assert isinstance(event, NetEvent)
             entry = _Entry(
+                key=flow_key(event),
                 first_ns=monotonic_ns,
                 last_ns=monotonic_ns,
-                first_dir=FIRST_SENT if event.kind is Kind.SEND else FIRST_RECEIVED,
+                first_dir=FIRST_SENT if sending else FIRST_RECEIVED,
             )
-            self.flows[key] = entry
-        if event.kind is Kind.SEND:
-            entry.bytes_sent += event.size
+            self.flows[identity] = entry
+        if sending:
+            entry.bytes_sent += size
             entry.sends += 1
         else:
-            entry.bytes_received += event.size
+            entry.bytes_received += size
             entry.receives += 1
         entry.last_ns = max(entry.last_ns, monotonic_ns)
+        self._count(Kind.SEND if sending else Kind.RECEIVE)
+        return pid, None
 
-    def add_raw(self, event_id: int, payload: bytes, monotonic_ns: int) -> NetEvent | FailureEvent | None:
-        """Decode and count one event as it comes from ETW; the decoded event, or None when it does not
-        decode (counted in ``decode_errors``)."""
+    def _count(self, kind: Kind) -> None:
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+
+    def _add_other(self, event_id: int, payload: bytes) -> Seen | None:
         try:
             event = decode_event(event_id, payload)
         except EtwDecodeError:
             self.decode_errors += 1
             return None
-        self.add(event, monotonic_ns)
-        return event
+        if isinstance(event, FailureEvent):
+            self._count(Kind.FAILED)
+            return 0, event
+        self._count(event.kind)
+        if event.kind is Kind.RETRANSMIT:
+            self.retransmitted_bytes += event.size
+        return event.pid, event
 
     def add_all(self, events: Iterable[tuple[int, bytes, int]]) -> None:
         """:meth:`add_raw` for each (event id, user data, monotonic ns)."""
@@ -241,7 +288,7 @@ class EtwCounters:
         """The counters since the last drain, and a fresh table (as the eBPF source's lookup-and-delete)."""
         flows = [
             (
-                key,
+                entry.key,
                 FlowCounters(
                     bytes_sent=entry.bytes_sent,
                     bytes_received=entry.bytes_received,
@@ -252,7 +299,7 @@ class EtwCounters:
                     first_dir=entry.first_dir,
                 ),
             )
-            for key, entry in self.flows.items()
+            for entry in self.flows.values()
         ]
         drained = Drain(
             flows=flows,

@@ -131,7 +131,7 @@ class EtwSession:
         limits: SessionLimits | None = None,
         counters: EtwCounters | None = None,
         clock_ns: Callable[[], int] = time.monotonic_ns,
-        on_event: Callable[[NetEvent | FailureEvent, int], None] | None = None,
+        on_event: Callable[[int, NetEvent | FailureEvent | None, int], None] | None = None,
         on_dns: Callable[[DnsQuery], None] | None = None,
     ) -> None:
         """``on_dns``: also enable Microsoft-Windows-DNS-Client and hand it every completed query."""
@@ -140,7 +140,8 @@ class EtwSession:
         self.limits = limits or SessionLimits()
         self.counters = counters or EtwCounters()
         self.clock_ns = clock_ns
-        self.on_event = on_event  # sees every decoded event after it is counted (lifecycle records)
+        # sees every counted event after it is counted: (pid, the decoded event or None for traffic, ns)
+        self.on_event = on_event
         self.on_dns = on_dns
         self.dns_enabled = False
         self.dns_queries = 0
@@ -196,9 +197,9 @@ class EtwSession:
             self._on_other(provider, event_id, payload)
             return
         with self._lock:
-            event = self.counters.add_raw(event_id, payload, monotonic_ns)
-        if event is not None and self.on_event is not None:
-            self.on_event(event, monotonic_ns)
+            seen = self.counters.add_raw(event_id, payload, monotonic_ns)
+        if seen is not None and self.on_event is not None:
+            self.on_event(seen[0], seen[1], monotonic_ns)
 
     def _on_other(self, provider: str, event_id: int, payload: bytes) -> None:
         if provider != DNS_CLIENT_GUID or self.on_dns is None:

@@ -240,11 +240,16 @@ def trace_properties(limits: SessionLimits | None = None) -> PropertiesBuffer:
     return buffer
 
 
+_PROVIDERS: dict[bytes, str] = {}  # a provider GUID's 16 bytes -> its text form
+
+
 def record_event(record: Any) -> tuple[str, int, bytes]:
     """(provider GUID, event id, user data) of an EVENT_RECORD (a pointer's ``contents``)."""
     header = record.EventHeader
     raw = bytes(header.ProviderId)
-    provider = str(uuid.UUID(bytes_le=raw)).upper()
+    provider = _PROVIDERS.get(raw)
+    if provider is None:  # a session sees a handful of providers: each is spelled out once
+        provider = _PROVIDERS[raw] = str(uuid.UUID(bytes_le=raw)).upper()
     length = int(record.UserDataLength)
     data = ctypes.string_at(record.UserData, length) if record.UserData and length else b""
     return provider, int(header.EventDescriptor.Id), data
