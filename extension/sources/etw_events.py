@@ -1,7 +1,8 @@
 """Microsoft-Windows-Kernel-Network events: decoders and the user-space aggregation of an ETW source.
 
-Pure Python over bytes, importable on every platform: the Windows consumer (a later part of issue 7)
-hands each event's id and user data here, and the same counters as the eBPF source come out
+Pure Python over bytes, importable on every platform: the Windows consumer
+(:mod:`extension.sources.etw_session`) hands each event's id and user data here, and the same counters
+as the eBPF source come out
 (:class:`~extension.sources.base.Drain` of :class:`~extension.events.FlowKey` and
 :class:`~extension.events.FlowCounters`).
 

@@ -2,7 +2,7 @@
 
 :class:`TraceApi` names those calls (StartTrace, EnableTraceEx2, OpenTrace, ProcessTrace, CloseTrace,
 ControlTrace for stop and query) in the shape this module needs; the Windows binding implements it
-with ctypes (a later part of issue 7), and the tests implement it with a fake. :class:`EtwSession`:
+with ctypes (:mod:`extension.sources.etw_win32`), and the tests implement it with a fake. :class:`EtwSession`:
 
 - starts a *named* session (``osquery-netflow`` by default). When a crashed run left one of that name
   behind (ERROR_ALREADY_EXISTS), it stops that one and starts again, once;
