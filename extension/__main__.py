@@ -47,7 +47,7 @@ settings (environment, or the same names in a TOML/JSON file given by EXTENSION_
   EXTENSION_RAW_RETENTION_SECONDS  raw rows kept after aggregation, default 3600
   EXTENSION_FLOW_RETENTION_SECONDS flow rows kept, default 604800 (7 days)
   EXTENSION_EXCLUDE_LOOPBACK     true to ignore loopback traffic (default false: captured)
-  EXTENSION_MAP_ENTRIES          kernel flow map capacity, default 65536
+  EXTENSION_MAP_ENTRIES          flow table capacity (kernel map; on Windows in user space), default 65536
   EXTENSION_RESOLVE_HOSTNAMES    reverse DNS in the background, default true
   EXTENSION_DNS_SNOOP            learn host names from the DNS answers processes receive, default true
   EXTENSION_BPF_OBJECT           a prebuilt netflow.bpf.o (otherwise built with clang)
@@ -157,7 +157,9 @@ def _source_factory(
             from extension.sources.etw import EtwSource  # noqa: PLC0415 - Windows only
             from extension.sources.etw_win32 import Win32TraceApi  # noqa: PLC0415
 
-            return EtwSource(Win32TraceApi(), on_record=on_record, dns=settings.dns_snoop)
+            return EtwSource(
+                Win32TraceApi(), on_record=on_record, dns=settings.dns_snoop, max_flows=settings.map_entries
+            )
         from extension.bpf.build import build_object  # noqa: PLC0415 - Linux-only, imported when used
         from extension.sources.ebpf import EbpfSource, preflight  # noqa: PLC0415
 

@@ -120,3 +120,14 @@ def test_the_agent_picks_etw_on_windows(tmp_path: Path) -> None:
     settings = load(environ={"EXTENSION_DATA_DIR": str(tmp_path)})
     with pytest.raises(CaptureError, match="ETW capture needs Windows"):
         _source_factory(settings, platform="win32")(lambda _record: None)
+
+
+def test_the_flow_table_bound_is_the_sources_and_evictions_reach_the_drain() -> None:
+    api = FakeTraceApi()
+    source = EtwSource(api, on_record=lambda _record: None, dns=False, max_flows=2)
+    try:
+        feed(api, [(10, payload(9, 100, "192.0.2.1", "10.0.0.2", port, 40000)) for port in (1, 2, 3)])
+        drained = source.drain()
+        assert (len(drained.flows), drained.evictions, source.stats().map_evictions) == (2, 1, 1)
+    finally:
+        source.close()

@@ -44,7 +44,7 @@ from extension.events import (
 )
 from extension.sources.base import CaptureError, Drain, RecordHandler, SourceStats
 from extension.sources.etw_dns import DNS_CLIENT_NAME, DnsQuery
-from extension.sources.etw_events import PROVIDER_NAME, FailureEvent, Kind, NetEvent, flow_key
+from extension.sources.etw_events import PROVIDER_NAME, EtwCounters, FailureEvent, Kind, NetEvent, flow_key
 from extension.sources.etw_session import SESSION_NAME, EtwSession, SessionLimits, TraceApi
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,10 @@ class EtwSource:
         limits: SessionLimits | None = None,
         session_name: str = SESSION_NAME,
         dns: bool = True,
+        max_flows: int = 65536,
     ) -> None:
-        """``dns``: learn the names processes resolve from Microsoft-Windows-DNS-Client."""
+        """``dns``: learn the names processes resolve from Microsoft-Windows-DNS-Client. ``max_flows``:
+        the counters' table bound between drains (``EXTENSION_MAP_ENTRIES``, as the eBPF map's)."""
         self.on_record = on_record
         self._queue: collections.deque[Record] = collections.deque()
         self._observed: collections.OrderedDict[int, int] = collections.OrderedDict()  # pid -> ns
@@ -131,6 +133,7 @@ class EtwSource:
             limits=limits,
             on_event=self._on_event,
             on_dns=self._on_dns if dns else None,
+            counters=EtwCounters(max_flows=max_flows),
         )
         self.session.start()
         self.hooks = (PROVIDER_NAME, DNS_CLIENT_NAME) if self.session.dns_enabled else (PROVIDER_NAME,)
