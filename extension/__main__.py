@@ -41,7 +41,8 @@ examples:
   EXTENSION_DATA_DIR=/tmp/nf python -m extension run       keep the database somewhere else
 
 settings (environment, or the same names in a TOML/JSON file given by EXTENSION_CONFIG or --config):
-  EXTENSION_DATA_DIR             database and BPF build cache (default /var/lib/osquery-netflow as root)
+  EXTENSION_DATA_DIR             database and BPF build cache (default /var/lib/osquery-netflow as root,
+                                 %ProgramData%\\osquery-netflow on Windows)
   EXTENSION_WINDOW_SECONDS       flow aggregation interval, default 60
   EXTENSION_DRAIN_INTERVAL       seconds between drains of the kernel counters, default 1
   EXTENSION_RAW_RETENTION_SECONDS  raw rows kept after aggregation, default 3600
@@ -49,7 +50,8 @@ settings (environment, or the same names in a TOML/JSON file given by EXTENSION_
   EXTENSION_EXCLUDE_LOOPBACK     true to ignore loopback traffic (default false: captured)
   EXTENSION_MAP_ENTRIES          flow table capacity (kernel map; on Windows in user space), default 65536
   EXTENSION_RESOLVE_HOSTNAMES    reverse DNS in the background, default true
-  EXTENSION_DNS_SNOOP            learn host names from the DNS answers processes receive, default true
+  EXTENSION_DNS_SNOOP            learn host names from the DNS answers processes receive (on Windows
+                                 from the DNS client's ETW events), default true
   EXTENSION_BPF_OBJECT           a prebuilt netflow.bpf.o (otherwise built with clang)
   EXTENSION_SPOOL_MAX_BYTES      bound of the outbound spool of osquery logs, default 104857600
   EXTENSION_EMIT_RESULTS         run: spool the pack's rows as osquery result lines, default true
