@@ -253,21 +253,25 @@ def _lock_exclusive(handle: TextIO, platform: str = sys.platform) -> None:
     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
-def _lock_data_dir(data_dir: Path) -> TextIO:
+def _lock_data_dir(data_dir: Path, platform: str = sys.platform) -> TextIO:
     """One agent per data directory: a second one would count every byte a second time into the
     same database. The lock is held while the returned file is open and vanishes with the process."""
     path = data_dir / "agent.lock"
     try:
+        if platform == "win32" and not data_dir.exists():
+            from extension.windows_files import create_private_directory  # noqa: PLC0415 - Windows only
+
+            create_private_directory(data_dir)  # not writable by other users: see that module
         data_dir.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a+")  # noqa: SIM115 - held open for the life of the agent
     except OSError as exc:
-        reason = "it is a file" if data_dir.exists() and not data_dir.is_dir() else exc.strerror
+        reason = "it is a file" if data_dir.exists() and not data_dir.is_dir() else exc.strerror or str(exc)
         raise StoreError(
             f"data directory {data_dir} is not writable ({reason}, so {path.name} cannot be created); "
             "set EXTENSION_DATA_DIR to a writable directory"
         ) from None
     try:
-        _lock_exclusive(handle)
+        _lock_exclusive(handle, platform)
     except BlockingIOError:
         handle.seek(0)
         holder = handle.read().strip() or "unknown"

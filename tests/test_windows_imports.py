@@ -23,6 +23,7 @@ MODULES = (
     "extension.sources.etw",
     "extension.sources.etw_win32",
     "extension.sources.etw_dns",
+    "extension.windows_files",
     "extension.store",
     "extension.spool",
     "extension.forwarder",

@@ -4,9 +4,11 @@ the data-directory lock (its POSIX side; msvcrt exists only on Windows)."""
 
 from __future__ import annotations
 
+import ctypes
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,3 +105,73 @@ def test_the_lock_refuses_a_second_holder(tmp_path: Path) -> None:
 def test_the_windows_lock_needs_windows(tmp_path: Path) -> None:
     with open(tmp_path / "agent.lock", "a+") as handle, pytest.raises(ModuleNotFoundError, match="msvcrt"):
         _lock_exclusive(handle, platform="win32")
+
+
+class FakeSecurityDlls:
+    """advapi32 and kernel32 as create_private_directory calls them."""
+
+    def __init__(self, *, convert_ok: bool = True, create_fails: bool = False) -> None:
+        self.convert_ok = convert_ok
+        self.create_fails = create_fails
+        self.descriptor = ctypes.create_string_buffer(64)  # stands for the LocalAlloc'ed descriptor
+        self.sddl = ""
+        self.created: list[tuple[str, int, int]] = []
+        self.freed: list[int] = []
+
+    def ConvertStringSecurityDescriptorToSecurityDescriptorW(
+        self, sddl: Any, revision: Any, out: Any, size: Any
+    ) -> int:
+        assert revision.value == 1 and size is None
+        self.sddl = sddl.value
+        if not self.convert_ok:
+            return 0
+        out._obj.value = ctypes.addressof(self.descriptor)
+        return 1
+
+    def CreateDirectoryW(self, path: Any, attributes: Any) -> int:
+        sa = attributes._obj
+        self.created.append((path.value, sa.nLength, sa.lpSecurityDescriptor))
+        if self.create_fails or Path(path.value).exists():
+            return 0
+        Path(path.value).mkdir()
+        return 1
+
+    def LocalFree(self, pointer: Any) -> None:
+        self.freed.append(pointer.value)
+
+
+def test_the_data_directory_is_created_private_on_windows(tmp_path: Path) -> None:
+    from extension.windows_files import PRIVATE_DIRECTORY_SDDL, create_private_directory  # noqa: PLC0415
+
+    dlls = FakeSecurityDlls()
+    target = tmp_path / "ProgramData" / "osquery-netflow"
+    assert create_private_directory(target, advapi32=dlls, kernel32=dlls) and target.is_dir()
+    descriptor = ctypes.addressof(dlls.descriptor)
+    assert dlls.created == [(str(target), 24, descriptor)]  # SECURITY_ATTRIBUTES on x64 is 24 bytes
+    assert dlls.sddl == PRIVATE_DIRECTORY_SDDL and dlls.sddl.startswith("D:P(")  # protected: no inheritance
+    assert "BU" not in dlls.sddl and "WD" not in dlls.sddl and "AU" not in dlls.sddl  # no users, everyone
+    assert dlls.freed == [descriptor]
+    assert not create_private_directory(target, advapi32=dlls, kernel32=dlls)  # exists: left as it is
+    assert dlls.freed == [descriptor, descriptor]
+
+
+def test_a_failed_private_directory_names_the_call(tmp_path: Path) -> None:
+    from extension.windows_files import create_private_directory  # noqa: PLC0415
+
+    with pytest.raises(OSError, match="ConvertStringSecurityDescriptorToSecurityDescriptorW failed"):
+        create_private_directory(
+            tmp_path / "a", advapi32=FakeSecurityDlls(convert_ok=False), kernel32=FakeSecurityDlls()
+        )
+    dlls = FakeSecurityDlls(create_fails=True)
+    with pytest.raises(OSError, match="CreateDirectoryW"):
+        create_private_directory(tmp_path / "b", advapi32=dlls, kernel32=dlls)
+    assert len(dlls.freed) == 1 and not (tmp_path / "b").exists()
+
+
+def test_the_agent_creates_its_windows_data_directory_through_it(tmp_path: Path) -> None:
+    from extension.__main__ import _lock_data_dir  # noqa: PLC0415
+    from extension.store import StoreError  # noqa: PLC0415
+
+    with pytest.raises(StoreError, match="needs Windows"):  # here the Win32 call is refused
+        _lock_data_dir(tmp_path / "new", platform="win32")
+    assert not (tmp_path / "new").exists()
