@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import platform
+import platform as host_platform
 import sys
 import threading
 import time
@@ -152,7 +152,7 @@ class Collector:
                 "hooks": " ".join(stats.hooks),
                 "started_at": int(clock()),
                 "pid": os.getpid(),
-                "kernel": platform.release(),
+                "kernel": host_platform.release(),
                 "version": __version__,
                 "window_seconds": settings.window_seconds,
             }
