@@ -35,6 +35,7 @@ EVENT_CONTROL_CODE_ENABLE_PROVIDER: Final = 1
 PROCESS_TRACE_MODE_REAL_TIME: Final = 0x00000100
 PROCESS_TRACE_MODE_EVENT_RECORD: Final = 0x10000000
 INVALID_PROCESSTRACE_HANDLE: Final = 0xFFFFFFFFFFFFFFFF
+ERROR_INVALID_HANDLE: Final = 6  # what an invalid trace handle without a last error is reported as
 CLOCK_QPC: Final = 1  # Wnode.ClientContext: QueryPerformanceCounter time stamps
 MAX_NAME_CHARS: Final = 1024  # room for the logger name after EVENT_TRACE_PROPERTIES
 
@@ -258,14 +259,18 @@ def record_event(record: Any) -> tuple[str, int, bytes]:
 class Win32TraceApi:
     """:class:`~extension.sources.etw_session.TraceApi` on advapi32 (Windows only)."""
 
-    def __init__(self) -> None:
-        windll: Any = getattr(ctypes, "WinDLL", None)  # only Windows' ctypes has it
-        if windll is None:
-            raise CaptureError(
-                "ETW capture needs Windows", "on Linux the agent captures with eBPF (the default source)"
-            )
-        self.advapi: Any = windll("advapi32", use_last_error=True)
-        self.advapi.OpenTraceW.restype = TRACEHANDLE
+    def __init__(self, advapi: Any = None) -> None:
+        """``advapi``: advapi32 (loaded here on Windows; the tests pass a fake that writes what Windows
+        writes)."""
+        if advapi is None:
+            windll: Any = getattr(ctypes, "WinDLL", None)  # only Windows' ctypes has it
+            if windll is None:
+                raise CaptureError(
+                    "ETW capture needs Windows", "on Linux the agent captures with eBPF (the default source)"
+                )
+            advapi = windll("advapi32", use_last_error=True)
+            advapi.OpenTraceW.restype = TRACEHANDLE
+        self.advapi: Any = advapi
         self._callbacks: dict[int, Any] = {}  # kept alive while their trace is open
         self.callback_errors = 0
         self._lock = threading.Lock()
@@ -324,7 +329,8 @@ class Win32TraceApi:
         logfile.EventRecordCallback = thunk
         handle = int(self.advapi.OpenTraceW(ctypes.byref(logfile)))
         if handle == INVALID_PROCESSTRACE_HANDLE:
-            return int(getattr(ctypes, "get_last_error")()), 0  # noqa: B009 - Windows only
+            last_error = getattr(ctypes, "get_last_error", None)  # Windows only
+            return (int(last_error()) if last_error is not None else 0) or ERROR_INVALID_HANDLE, 0
         with self._lock:
             self._callbacks[handle] = (thunk, logfile)
         return ERROR_SUCCESS, handle
