@@ -41,13 +41,20 @@ from them.
 from __future__ import annotations
 
 import enum
-import ipaddress
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from extension.events import AF_INET, AF_INET6, FIRST_RECEIVED, FIRST_SENT, FlowCounters, FlowKey
+from extension.events import (
+    AF_INET,
+    AF_INET6,
+    FIRST_RECEIVED,
+    FIRST_SENT,
+    FlowCounters,
+    FlowKey,
+    format_address,
+)
 from extension.sources.base import Drain
 
 PROVIDER_NAME: Final = "Microsoft-Windows-Kernel-Network"
@@ -133,11 +140,7 @@ def _address(raw: bytes) -> str:
     text = _ADDRESSES.get(raw)
     if text is not None:
         return text
-    address = ipaddress.ip_address(raw)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        text = str(address.ipv4_mapped)
-    else:
-        text = str(address)
+    text = format_address(AF_INET if len(raw) == 4 else AF_INET6, raw)  # v4-mapped shown as v4
     if len(_ADDRESSES) >= MAX_CACHED_ADDRESSES:
         _ADDRESSES.clear()
     _ADDRESSES[raw] = text
